@@ -1,0 +1,26 @@
+# Build options. MOR_WITH_CUDA defaults to ON when a CUDA compiler is found; the .cu files then
+# build for the architectures in MOR_CUDA_ARCHITECTURES (sm_80, sm_90) even without a GPU.
+include(CheckLanguage)
+check_language(CUDA)
+if(CMAKE_CUDA_COMPILER)
+  set(_mor_cuda_default ON)
+else()
+  set(_mor_cuda_default OFF)
+endif()
+option(MOR_WITH_CUDA "Build the CUDA kernels (needs nvcc)" ${_mor_cuda_default})
+set(MOR_CUDA_ARCHITECTURES "80;90" CACHE STRING "CUDA architectures of the mor kernels")
+option(MOR_BUILD_TESTS "Build the GoogleTest suites" ON)
+option(MOR_BUILD_BENCHMARKS "Build the benchmarks" ON)
+set(MOR_SANITIZE "" CACHE STRING "Sanitizers to enable, e.g. address,undefined (non-torch targets only)")
+
+find_program(MOR_CCACHE ccache)
+if(MOR_CCACHE)
+  set(_launcher ${CMAKE_COMMAND} -E env CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime ${MOR_CCACHE})
+  set(CMAKE_CXX_COMPILER_LAUNCHER ${_launcher})
+  set(CMAKE_CUDA_COMPILER_LAUNCHER ${_launcher})
+endif()
+
+if(MOR_SANITIZE)
+  add_compile_options(-fsanitize=${MOR_SANITIZE} -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=${MOR_SANITIZE})
+endif()

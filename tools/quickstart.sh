@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The main job on the embedded default (configs/demo.yaml): set up, build, then describe the demo
+# MoR model (parameters, FLOPs and KV cache per recursion depth).
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${MOR_BUILD:-$repo/build}"
+bash "$repo/tools/setup.sh"
+cd "$repo"
+echo
+echo "== resolved demo configuration (mor config show configs/demo.yaml) =="
+"$build/mor" config show configs/demo.yaml
+echo
+echo "== demo model (mor model info configs/demo.yaml) =="
+"$build/mor" model info configs/demo.yaml
