@@ -1,0 +1,131 @@
+// The MoR model: a Llama-style decoder whose shared block is applied up to N_r times, with
+// expert-choice or token-choice routing, recursion-wise or shared KV, on a single device.
+//
+// Parameters are plain ATen tensors (requires_grad) held in one ordered list; layers that share a
+// parameter set use the very same tensors, so gradients accumulate over recursions. Tokens active
+// at a recursion are compacted (gathered with their original positions), pushed through the block
+// and scattered back: compute is proportional to the active fraction in both KV modes.
+//
+// Shapes: tokens [B, T] int64; logits [B, T, V] in the model dtype.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mor/config/config.h"
+#include "mor/model/attention.h"
+#include "mor/model/layout.h"
+
+namespace mor::model {
+
+// Parameter roles, for optimizer groups and sharding.
+enum class ParamRole { kEmbedding, kLmHead, kNorm, kMatmul, kRouter, kAuxRouter };
+
+struct NamedParam {
+  std::string name;  // Hugging-Face-like: model.layers.3.self_attn.q_proj.weight
+  at::Tensor tensor;
+  ParamRole role;
+};
+
+struct ForwardOptions {
+  // Training: top-k expert-choice routing, auxiliary losses, capacity and balance warm-up.
+  // Off by default: a plain forward() is inference with causal routing.
+  bool training = false;
+  // Expert-choice routing outside training; unset: model.inference_routing (causal by default,
+  // top-k only when asked for by name). Ignored while training (always top-k). Token-choice is
+  // causal by construction.
+  std::optional<config::RoutingMode> routing;
+  int64_t step = 0;  // optimizer step, for warm-ups
+};
+
+// What one recursion did, for tests and routing statistics.
+struct RecursionStats {
+  int64_t candidates = 0;     // tokens the router scored (all rows)
+  int64_t active = 0;         // tokens pushed through the shared block (all rows)
+  int64_t computed_rows = 0;  // rows the block computed, padding included (B * padded length)
+};
+
+struct ForwardOutput {
+  at::Tensor logits;  // [B, T, V]
+  at::Tensor depth;   // [B, T] int64: recursions each token received (0..N_r); zeros if none
+  std::vector<RecursionStats> recursions;
+  // Auxiliary terms, means over this micro-batch; undefined when not applicable.
+  at::Tensor router_bce;       // expert-choice, aux: loss — sum over recursions of mean BCE
+  at::Tensor aux_router_bce;   // expert-choice, aux: router — BCE of the detached auxiliary router
+  at::Tensor balance_loss;     // token-choice, balancing: loss — sum_i P_i f_i
+  at::Tensor z_loss;           // router z-loss (when z_loss_coeff > 0)
+  at::Tensor router_accuracy;  // expert-choice training: threshold decision agrees with top-k
+  at::Tensor depth_counts;     // token-choice: [N_r] float64 tokens per chosen depth (no grad)
+};
+
+struct LossOptions {
+  // Target tokens over the whole optimizer step (accumulation window x ranks); 0: this batch's.
+  // The LM loss is sum CE / normalizer and each auxiliary mean is weighted by
+  // (this batch's targets / normalizer), so summing micro-batch gradients over the window and
+  // the ranks gives the same effective coefficients at any accumulation or world size.
+  double normalizer = 0.0;
+};
+
+struct LossTerms {
+  at::Tensor total;    // scalar to backpropagate
+  at::Tensor lm;       // sum CE / normalizer
+  at::Tensor aux;      // weighted auxiliary terms (coefficients applied), 0-dim
+  int64_t targets = 0; // target tokens in this micro-batch (labels != -100)
+};
+
+class MoRModel {
+ public:
+  // Builds and initialises (N(0, init_std), norms 1) from model.seed on the CPU in fp32, then
+  // moves to `device` and `dtype`, so initial values do not depend on the device.
+  explicit MoRModel(const config::ModelConfig& model, at::ScalarType dtype = at::kFloat,
+                    at::Device device = at::kCPU);
+
+  const config::ModelConfig& config() const { return config_; }
+  const Layout& layout() const { return layout_; }
+  at::ScalarType dtype() const { return dtype_; }
+  at::Device device() const { return device_; }
+
+  ForwardOutput forward(const at::Tensor& tokens, const ForwardOptions& options = {}) const;
+
+  // targets [B, T] int64 aligned with the logits (already shifted); -100 is ignored.
+  LossTerms loss(const ForwardOutput& out, const at::Tensor& targets,
+                 const LossOptions& options = {}) const;
+
+  // Every distinct parameter tensor once, in a fixed order.
+  const std::vector<NamedParam>& parameters() const { return params_; }
+  int64_t num_parameters() const;
+  // Zeroes (undefines) every parameter's gradient.
+  void zero_grad();
+
+  // Loss-free balancing (token-choice): bias += u * sign(mean(c) - c) with c = counts / sum.
+  // `depth_counts` are ForwardOutput::depth_counts summed over micro-batches and ranks.
+  void apply_balance_update(const at::Tensor& depth_counts);
+  const at::Tensor& balance_bias() const { return balance_bias_; }
+
+  void set_attention_backend(std::shared_ptr<AttentionBackend> backend);
+  const AttentionBackend& attention_backend() const { return *attention_; }
+
+  struct LayerParams;   // one decoder-layer parameter set (defined in model.cpp)
+  struct RouterParams;  // one router network
+
+ private:
+  config::ModelConfig config_;
+  Layout layout_;
+  at::ScalarType dtype_;
+  at::Device device_;
+  std::vector<NamedParam> params_;
+  std::vector<std::shared_ptr<LayerParams>> layers_;      // one per parameter set
+  std::vector<std::pair<at::Tensor, at::Tensor>> norms_;  // per unrolled layer (input, post)
+  std::vector<std::shared_ptr<RouterParams>> routers_;    // EC: one per recursion; TC: one
+  std::vector<std::shared_ptr<RouterParams>> aux_routers_;
+  at::Tensor embed_, lm_head_, final_norm_;
+  at::Tensor balance_bias_;  // [N_r] float32, token-choice loss-free balancing
+  std::shared_ptr<AttentionBackend> attention_;
+};
+
+}  // namespace mor::model
