@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# End-to-end checks of the `mor` executable: paper parameter counts, user errors as one line with
+# the file/key at fault and a non-zero exit code, and `config show` round-tripping.
+# Usage: cli_test.sh MOR_BINARY SOURCE_DIR
+set -uo pipefail
+mor="$1"; src="$2"
+tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+passed=0; failed=0
+
+check() {  # check NAME EXPECTED_RC PATTERN -- command...
+  local name="$1" want_rc="$2" pattern="$3"; shift 4
+  "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
+  local text; text="$(cat "$tmp/out" "$tmp/err")"
+  if [ "$rc" -ne "$want_rc" ]; then
+    echo "FAIL $name: exit code $rc, expected $want_rc"; echo "$text" | head -20; failed=$((failed+1)); return
+  fi
+  if ! grep -qE -- "$pattern" <<<"$text"; then
+    echo "FAIL $name: output lacks /$pattern/"; echo "$text" | head -20; failed=$((failed+1)); return
+  fi
+  if [ "$want_rc" -ne 0 ] && [ "$(wc -l <"$tmp/err")" -ne 1 ]; then
+    echo "FAIL $name: a user error must be one line on stderr, got:"; cat "$tmp/err"; failed=$((failed+1)); return
+  fi
+  echo "ok   $name"; passed=$((passed+1))
+}
+
+check "paper count MoR-360M N_r=2" 0 "167,149,440" -- "$mor" model info "$src/configs/model/mor-360m-ec-r2.yaml"
+check "paper count MoR-360M N_r=3" 0 "117,987,840" -- "$mor" model info "$src/configs/model/mor-360m-ec-r3.yaml"
+check "paper count vanilla 360M" 0 "314,634,240" -- "$mor" model info "$src/configs/model/smollm-360m.yaml"
+check "demo config info" 0 "recursion 1" -- "$mor" model info "$src/configs/demo.yaml"
+
+printf 'model:\n  hidden_size: 64\n  hiden_size: 3\n' >"$tmp/typo.yaml"
+check "unknown key names file:line and suggests" 1 "typo.yaml:3.*model.hiden_size.*did you mean 'model.hidden_size'" -- "$mor" model info "$tmp/typo.yaml"
+check "missing config file" 1 "cannot open config file .*nope.yaml" -- "$mor" config show "$tmp/nope.yaml"
+check "bad --set value names the override" 1 "--set.*model.hidden_size" -- "$mor" config show "$src/configs/demo.yaml" --set model.hidden_size=abc
+printf 'model:\n  num_layers: 32\n  recursion: {sharing: middle_cycle, num_recursions: 4}\n' >"$tmp/split.yaml"
+check "layer count that does not split is an error, not a silent drop" 1 "split.yaml:2.*model.num_layers.*30 or 34" -- "$mor" model info "$tmp/split.yaml"
+check "model info without a config" 1 "give a config file" -- "$mor" model info
+check "unknown subcommand is a usage error" 2 "usage error" -- "$mor" frobnicate
+
+"$mor" config show "$src/configs/demo.yaml" >"$tmp/a.yaml" 2>&1
+check "config show output loads back identically" 0 "" -- "$mor" config show "$tmp/a.yaml"
+if ! cmp -s "$tmp/a.yaml" "$tmp/out"; then echo "FAIL config show round trip differs"; diff "$tmp/a.yaml" "$tmp/out" | head; failed=$((failed+1)); fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

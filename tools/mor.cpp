@@ -1,0 +1,41 @@
+// The `mor` executable: subcommand dispatch and the mapping of errors to one line + exit code.
+// Exit codes: 0 success, 1 user error (bad config, file, input), 2 usage error, 3 internal error.
+#include <c10/util/Exception.h>
+
+#include <iostream>
+
+#include "commands/commands.h"
+#include "mor/core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"mor: train, evaluate and serve Mixture-of-Recursions language models"};
+  app.set_version_flag("--version", "mor 0.1.0");
+  app.require_subcommand(1);
+  mor::tools::Action action;
+  mor::tools::register_config_commands(app, action);
+  mor::tools::register_model_commands(app, action);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "mor: usage error: " << e.what() << " (see mor --help)\n";
+    return 2;
+  }
+  try {
+    return action ? action() : 0;
+  } catch (const mor::Error& e) {
+    std::cerr << "mor: error: " << e.what() << "\n";
+    return 1;
+  } catch (const c10::Error& e) {
+    std::cerr << "mor: internal error (torch): " << e.what_without_backtrace() << "\n";
+    return 3;
+  } catch (const std::exception& e) {
+    std::cerr << "mor: internal error: " << e.what() << "\n";
+    return 3;
+  }
+}
