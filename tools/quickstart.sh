@@ -10,5 +10,5 @@ echo
 echo "== resolved demo configuration (mor config show configs/demo.yaml) =="
 "$build/mor" config show configs/demo.yaml
 echo
-echo "== demo model (mor model info configs/demo.yaml) =="
-"$build/mor" model info configs/demo.yaml
+echo "== demo model (mor model info configs/demo.yaml --instantiate) =="
+"$build/mor" model info configs/demo.yaml --instantiate

@@ -26,7 +26,7 @@ check() {  # check NAME EXPECTED_RC PATTERN -- command...
 check "paper count MoR-360M N_r=2" 0 "167,149,440" -- "$mor" model info "$src/configs/model/mor-360m-ec-r2.yaml"
 check "paper count MoR-360M N_r=3" 0 "117,987,840" -- "$mor" model info "$src/configs/model/mor-360m-ec-r3.yaml"
 check "paper count vanilla 360M" 0 "314,634,240" -- "$mor" model info "$src/configs/model/smollm-360m.yaml"
-check "demo config info" 0 "recursion 1" -- "$mor" model info "$src/configs/demo.yaml"
+check "demo model instantiates and matches the accounting" 0 "parameters 217792, accounting 217792: match" -- "$mor" model info "$src/configs/demo.yaml" --instantiate
 
 printf 'model:\n  hidden_size: 64\n  hiden_size: 3\n' >"$tmp/typo.yaml"
 check "unknown key names file:line and suggests" 1 "typo.yaml:3.*model.hiden_size.*did you mean 'model.hidden_size'" -- "$mor" model info "$tmp/typo.yaml"

@@ -20,7 +20,21 @@ struct ConfigFlags {
 };
 void add_config_flags(CLI::App& cmd, ConfigFlags& flags, bool positional);
 
-void register_config_commands(CLI::App& app, Action& action);
-void register_model_commands(CLI::App& app, Action& action);
+// Each tools/commands/*.cpp registers its subcommand group at static-initialisation time:
+//   MOR_REGISTER_COMMANDS("data", register_data_commands);
+// mor.cpp adds the groups in name order. No other file needs editing to add a group.
+using RegisterFn = void (*)(CLI::App& app, Action& action);
+struct CommandRegistrar {
+  CommandRegistrar(const char* name, RegisterFn fn);
+};
+// Registered groups, sorted by name.
+std::vector<std::pair<std::string, RegisterFn>> registered_commands();
+
+}  // namespace mor::tools
+
+#define MOR_REGISTER_COMMANDS(name, fn) \
+  static const ::mor::tools::CommandRegistrar mor_registrar_##fn(name, fn)
+
+namespace mor::tools {
 
 }  // namespace mor::tools

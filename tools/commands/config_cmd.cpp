@@ -13,6 +13,8 @@ void add_config_flags(CLI::App& cmd, ConfigFlags& flags, bool positional) {
   cmd.add_option("-s,--set", flags.overrides, "Override a key: section.key=value (repeatable, applied last)");
 }
 
+namespace {
+
 void register_config_commands(CLI::App& app, Action& action) {
   CLI::App* config = app.add_subcommand("config", "Inspect configurations");
   config->require_subcommand(1);
@@ -35,5 +37,9 @@ void register_config_commands(CLI::App& app, Action& action) {
     };
   });
 }
+
+}  // namespace
+
+MOR_REGISTER_COMMANDS("config", register_config_commands);
 
 }  // namespace mor::tools
