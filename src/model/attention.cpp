@@ -13,7 +13,7 @@ class AtenAttention final : public AttentionBackend {
   std::string name() const override { return "aten"; }
   at::Tensor attend(const AttentionInputs& in) const override {
     return kernels::compact_attention_ref(in.q, in.k, in.v, in.q_pos, in.k_pos, in.q_valid, in.k_valid,
-                                          in.plain_causal, in.scale);
+                                          in.q_doc, in.k_doc, in.plain_causal, in.scale);
   }
 };
 

@@ -206,9 +206,28 @@ class ForwardPass {
  public:
   ForwardPass(const config::ModelConfig& cfg, const Layout& layout, const AttentionBackend& attention,
               const std::vector<std::shared_ptr<MoRModel::LayerParams>>& layers,
-              const std::vector<std::pair<at::Tensor, at::Tensor>>& norms)
-      : cfg_(cfg), layout_(layout), attention_(attention), layers_(layers), norms_(norms),
+              const std::vector<std::pair<at::Tensor, at::Tensor>>& norms, at::ScalarType dtype)
+      : cfg_(cfg), layout_(layout), attention_(attention), layers_(layers), norms_(norms), dtype_(dtype),
         scale_(1.0 / std::sqrt(static_cast<double>(cfg.resolved_head_dim()))) {}
+
+  // Document masking: segments [B, T] (ids of contiguous runs of `documents`) and the position of
+  // every token within its run.
+  void set_documents(const at::Tensor& documents) {
+    const int64_t seq = documents.size(1);
+    const at::Tensor starts = at::ones_like(documents, documents.options().dtype(at::kBool));
+    if (seq > 1) starts.narrow(1, 1, seq - 1).copy_(documents.narrow(1, 1, seq - 1) != documents.narrow(1, 0, seq - 1));
+    segments_ = starts.to(at::kLong).cumsum(1);
+    const at::Tensor t = at::arange(seq, documents.options()).unsqueeze(0).expand_as(documents);
+    rope_positions_ = t - std::get<0>(at::cummax(at::where(starts, t, at::zeros_like(t)), 1));
+  }
+
+  Rope rope(const ActiveSet& set) const {
+    const at::Tensor pos = segments_.defined() ? rope_positions_.gather(1, set.pos) : set.pos;
+    return make_rope(pos, cfg_.resolved_head_dim(), cfg_.rope_theta, dtype_);
+  }
+  at::Tensor documents(const ActiveSet& set) const {
+    return segments_.defined() ? segments_.gather(1, set.pos) : at::Tensor();
+  }
 
   at::Tensor layer(const at::Tensor& x, int64_t unrolled, const LayerCall& call) const {
     const MoRModel::LayerParams& p = *layers_[layout_.unrolled[unrolled]];
@@ -222,19 +241,23 @@ class ForwardPass {
     in.q = q;
     in.q_pos = call.set->pos;
     in.q_valid = call.set->valid;
+    in.q_doc = documents(*call.set);
     in.scale = scale_;
+    const bool masked_docs = in.q_doc.defined();
     if (call.read_kv != nullptr) {
       in.k = call.read_kv->k;
       in.v = call.read_kv->v;
       in.k_pos = call.read_kv->keys.pos;
       in.k_valid = call.read_kv->keys.valid;
-      in.plain_causal = call.set->full && call.read_kv->keys.full;
+      in.k_doc = documents(call.read_kv->keys);
+      in.plain_causal = call.set->full && call.read_kv->keys.full && !masked_docs;
     } else {
       in.k = apply_rope(at::linear(h, p.k).view({b, t, kv, hd}).transpose(1, 2), *call.rope);
       in.v = at::linear(h, p.v).view({b, t, kv, hd}).transpose(1, 2);
       in.k_pos = in.q_pos;
       in.k_valid = in.q_valid;
-      in.plain_causal = call.set->full;
+      in.k_doc = in.q_doc;
+      in.plain_causal = call.set->full && !masked_docs;
       if (call.write_kv != nullptr) *call.write_kv = SharedKv{in.k, in.v, *call.set};
     }
     const at::Tensor attn = attention_.attend(in).transpose(1, 2).reshape({b, t, heads * hd});
@@ -245,7 +268,7 @@ class ForwardPass {
 
   // One pass of the shared block (recursion r) over the tokens of `set`.
   at::Tensor block(at::Tensor x, int64_t r, const ActiveSet& set, std::vector<SharedKv>& shared) const {
-    const Rope rope = make_rope(set.pos, cfg_.resolved_head_dim(), cfg_.rope_theta, x.scalar_type());
+    const Rope rope = this->rope(set);
     const bool sharing = cfg_.kv_mode == KvMode::kShare;
     const int64_t first = static_cast<int64_t>(layout_.prelude.size());
     const int64_t width = static_cast<int64_t>(layout_.block.size());
@@ -267,7 +290,9 @@ class ForwardPass {
   const AttentionBackend& attention_;
   const std::vector<std::shared_ptr<MoRModel::LayerParams>>& layers_;
   const std::vector<std::pair<at::Tensor, at::Tensor>>& norms_;
+  at::ScalarType dtype_;
   double scale_;
+  at::Tensor segments_, rope_positions_;  // document masking, else undefined
 };
 
 // Mean of `values` over valid entries (all when valid is undefined).
@@ -299,9 +324,15 @@ ForwardOutput MoRModel::forward(const at::Tensor& tokens_in, const ForwardOption
   MOR_CHECK(lo >= 0 && hi < config_.vocab_size, "forward: token id ", lo < 0 ? lo : hi,
             " is outside the vocabulary [0, ", config_.vocab_size, ")");
 
-  const ForwardPass pass(config_, layout_, *attention_, layers_, norms_);
+  ForwardPass pass(config_, layout_, *attention_, layers_, norms_, dtype_);
+  if (opt.documents.defined()) {
+    MOR_CHECK(opt.documents.dim() == 2 && opt.documents.size(0) == batch && opt.documents.size(1) == seq,
+              "forward: documents must be [batch, seq] like the tokens");
+    MOR_CHECK(!at::isFloatingType(opt.documents.scalar_type()), "forward: documents must be integer ids");
+    pass.set_documents(opt.documents.to(device_, at::kLong));
+  }
   const ActiveSet all = ActiveSet::all_tokens(batch, seq, device_);
-  const Rope full_rope = make_rope(all.pos, config_.resolved_head_dim(), config_.rope_theta, dtype_);
+  const Rope full_rope = pass.rope(all);
   LayerCall plain;
   plain.set = &all;
   plain.rope = &full_rope;
@@ -433,6 +464,12 @@ ForwardOutput MoRModel::forward(const at::Tensor& tokens_in, const ForwardOption
   out.logits = at::linear(rms_norm(h, final_norm_, config_.rms_norm_eps), lm_head_);
   out.depth = depth;
   return out;
+}
+
+at::Tensor document_ids(const at::Tensor& tokens, int64_t eos_id) {
+  MOR_CHECK(tokens.dim() == 2, "document_ids: tokens must be [batch, seq]");
+  const at::Tensor is_eos = tokens.to(at::kLong).eq(eos_id).to(at::kLong);
+  return is_eos.cumsum(1) - is_eos;  // the EOS belongs to the document it ends
 }
 
 LossTerms MoRModel::loss(const ForwardOutput& out, const at::Tensor& targets_in,

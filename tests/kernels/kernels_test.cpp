@@ -62,7 +62,7 @@ TEST(CompactAttentionRef, PositionCausalWithPaddedKeysMatchesNaiveLoops) {
   const at::Tensor k_valid = at::tensor({1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0}, at::kLong).view({b, tk}).ne(0);
   const at::Tensor q_pos = at::tensor({2, 5, 8, 1, 6, 9}, at::kLong).view({b, tq});
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  const at::Tensor got = compact_attention_ref(q, k, v, q_pos, k_pos, {}, k_valid, false, scale);
+  const at::Tensor got = compact_attention_ref(q, k, v, q_pos, k_pos, {}, k_valid, {}, {}, false, scale);
   const at::Tensor want = naive_attention(q, k, v, q_pos, k_pos, k_valid, scale);
   EXPECT_TRUE(at::allclose(got, want, 1e-12, 1e-12)) << (got - want).abs().max().item<double>();
 }
@@ -73,7 +73,7 @@ TEST(CompactAttentionRef, PlainCausalEqualsPositionCausalOverArange) {
   const at::Tensor q = at::randn({b, h, t, d}, f64()), k = at::randn({b, h, t, d}, f64());
   const at::Tensor v = at::randn({b, h, t, d}, f64());
   const at::Tensor pos = at::arange(t, at::kLong).unsqueeze(0).expand({b, t}).contiguous();
-  const at::Tensor plain = compact_attention_ref(q, k, v, pos, pos, {}, {}, true, 0.5);
+  const at::Tensor plain = compact_attention_ref(q, k, v, pos, pos, {}, {}, {}, {}, true, 0.5);
   const at::Tensor want = naive_attention(q, k, v, pos, pos, at::ones({b, t}, at::kBool), 0.5);
   EXPECT_TRUE(at::allclose(plain, want, 1e-12, 1e-12));
 }
@@ -83,7 +83,7 @@ TEST(CompactAttentionRef, PaddedQueryRowsStayFinite) {
   const at::Tensor q = at::randn({b, h, t, d}, f64()), k = at::randn({b, h, t, d}, f64());
   const at::Tensor pos = at::tensor({4, 7, 7}, at::kLong).view({1, 3});
   const at::Tensor valid = at::tensor({1, 1, 0}, at::kLong).view({1, 3}).ne(0);
-  const at::Tensor out = compact_attention_ref(q, k, k, pos, pos, valid, valid, false, 1.0);
+  const at::Tensor out = compact_attention_ref(q, k, k, pos, pos, valid, valid, {}, {}, false, 1.0);
   EXPECT_TRUE(out.isfinite().all().item<bool>());
 }
 

@@ -4,7 +4,8 @@
 // padded to a common length, with their ORIGINAL positions. Query i may attend to key j iff
 // k_valid[j] and k_pos[j] <= q_pos[i] ("causal by original position"). This covers plain causal
 // attention (pos = 0..T-1), recursion-wise caching (keys = the active queries) and KV sharing
-// (keys = the first recursion's tokens, queries a subset of them).
+// (keys = the first recursion's tokens, queries a subset of them). With document masking, keys
+// must also belong to the query's document (q_doc[i] == k_doc[j]).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -22,7 +23,10 @@ struct AttentionInputs {
   at::Tensor k_pos;    // [B, Tk] int64, ascending over valid entries
   at::Tensor q_valid;  // [B, Tq] bool, or undefined: all valid
   at::Tensor k_valid;  // [B, Tk] bool, or undefined: all valid
-  // True when q and k are the same full sequence at positions 0..T-1 (no compaction): plain causal.
+  at::Tensor q_doc;    // [B, Tq] int64 document (segment) ids, or undefined: no document masking
+  at::Tensor k_doc;    // [B, Tk] int64, defined together with q_doc
+  // True when q and k are the same full sequence at positions 0..T-1 (no compaction) and there is
+  // no document masking: plain causal.
   bool plain_causal = false;
   double scale = 1.0;
 };

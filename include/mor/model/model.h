@@ -41,7 +41,14 @@ struct ForwardOptions {
   // causal by construction.
   std::optional<config::RoutingMode> routing;
   int64_t step = 0;  // optimizer step, for warm-ups
+  // Document masking: [B, T] document ids (contiguous runs; see document_ids()). Tokens attend only
+  // within their run and RoPE positions restart at 0 at each run's first token. Undefined: off.
+  at::Tensor documents;
 };
+
+// Document ids for packed rows: 0 at each row's start, +1 after every `eos_id` token (the EOS ends
+// its document). tokens [B, T] integer -> [B, T] int64.
+at::Tensor document_ids(const at::Tensor& tokens, int64_t eos_id);
 
 // What one recursion did, for tests and routing statistics.
 struct RecursionStats {
