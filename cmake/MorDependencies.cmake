@@ -1,10 +1,15 @@
-# Third-party packages: Debian's (yaml-cpp, spdlog, fmt, CLI11, GoogleTest, Google Benchmark) and
+# Third-party packages: Debian's (yaml-cpp, spdlog, fmt, CLI11, nlohmann-json, PCRE2, zstd, GoogleTest,
+# Google Benchmark) and
 # LibTorch from the PyPI torch wheel, found through torch.utils.cmake_prefix_path.
 find_package(yaml-cpp REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(fmt REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(Threads REQUIRED)
+find_package(nlohmann_json REQUIRED)
+find_package(zstd REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 
 if(NOT Torch_DIR)
   # Fall back to the project's virtualenv (tools/setup.sh), or any python that has torch.
