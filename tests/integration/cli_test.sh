@@ -5,23 +5,8 @@
 set -uo pipefail
 mor="$1"; src="$2"
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
-passed=0; failed=0
-
-check() {  # check NAME EXPECTED_RC PATTERN -- command...
-  local name="$1" want_rc="$2" pattern="$3"; shift 4
-  "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
-  local text; text="$(cat "$tmp/out" "$tmp/err")"
-  if [ "$rc" -ne "$want_rc" ]; then
-    echo "FAIL $name: exit code $rc, expected $want_rc"; echo "$text" | head -20; failed=$((failed+1)); return
-  fi
-  if ! grep -qE -- "$pattern" <<<"$text"; then
-    echo "FAIL $name: output lacks /$pattern/"; echo "$text" | head -20; failed=$((failed+1)); return
-  fi
-  if [ "$want_rc" -ne 0 ] && [ "$(wc -l <"$tmp/err")" -ne 1 ]; then
-    echo "FAIL $name: a user error must be one line on stderr, got:"; cat "$tmp/err"; failed=$((failed+1)); return
-  fi
-  echo "ok   $name"; passed=$((passed+1))
-}
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 check "paper count MoR-360M N_r=2" 0 "167,149,440" -- "$mor" model info "$src/configs/model/mor-360m-ec-r2.yaml"
 check "paper count MoR-360M N_r=3" 0 "117,987,840" -- "$mor" model info "$src/configs/model/mor-360m-ec-r3.yaml"
@@ -36,6 +21,15 @@ printf 'model:\n  num_layers: 32\n  recursion: {sharing: middle_cycle, num_recur
 check "layer count that does not split is an error, not a silent drop" 1 "split.yaml:2.*model.num_layers.*30 or 34" -- "$mor" model info "$tmp/split.yaml"
 check "model info without a config" 1 "give a config file" -- "$mor" model info
 check "unknown subcommand is a usage error" 2 "usage error" -- "$mor" frobnicate
+
+tok="$src/tests/fixtures/tokenizer/mor-trained/bytelevel.json"
+check "tokenizer encode" 0 "^[0-9]+( [0-9]+)+$" -- "$mor" tokenizer encode "$tok" --text "Hello, world 123"
+ids="$("$mor" tokenizer encode "$tok" --text "Hello, world 123" 2>/dev/null)"
+# shellcheck disable=SC2086
+check "tokenizer decode inverts encode" 0 "^Hello, world 123$" -- "$mor" tokenizer decode "$tok" $ids
+check "missing tokenizer file" 1 "nope.json.*cannot open tokenizer file" -- "$mor" tokenizer encode "$tmp/nope.json" --text x
+printf '{"model": {"type": "WordPiece"}}' >"$tmp/wordpiece.json"
+check "unsupported tokenizer model names the JSON path" 1 "wordpiece.json: model.type: unsupported" -- "$mor" tokenizer encode "$tmp/wordpiece.json" --text x
 
 "$mor" config show "$src/configs/demo.yaml" >"$tmp/a.yaml" 2>&1
 check "config show output loads back identically" 0 "" -- "$mor" config show "$tmp/a.yaml"
