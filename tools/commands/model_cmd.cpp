@@ -1,17 +1,23 @@
 // `mor model info`: parameter and FLOP accounting of a model configuration, optionally checked
 // against a real instance (--instantiate).
 #include <ATen/Context.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/from_blob.h>
 #include <ATen/ops/randint.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 
 #include "commands.h"
 #include "mor/config/config.h"
 #include "mor/core/error.h"
+#include "mor/data/loader.h"
+#include "mor/io/tokenizer.h"
 #include "mor/model/accounting.h"
 #include "mor/model/model.h"
 
@@ -28,8 +34,45 @@ void print_routing(const char* title, const mor::model::ForwardOutput& out) {
   std::printf("\n");
 }
 
-// Builds the model on the CPU (fp32), checks the parameter count against the accounting and runs a
-// training forward (top-k) and an inference forward (causal routing) on a seeded random batch.
+// With data.val_shards and data.tokenizer present: the loss of the (untrained) model on the first
+// validation batch, with document masking, next to ln(V), the loss of a uniform prediction.
+void validation_batch(const mor::config::Config& cfg, const mor::model::MoRModel& model, int64_t context) {
+  if (cfg.data.val_shards.empty() || cfg.data.tokenizer.empty()) return;
+  if (!std::filesystem::exists(cfg.data.tokenizer)) {
+    std::printf("  validation batch: skipped, no tokenizer at %s (prepare data first, e.g. tools/demo_data.sh)\n",
+                cfg.data.tokenizer.c_str());
+    return;
+  }
+  const auto tokenizer = mor::io::Tokenizer::from_file(cfg.data.tokenizer);
+  MOR_CHECK(tokenizer.vocab_size() <= cfg.model.vocab_size, "data.tokenizer: ", cfg.data.tokenizer, " has ",
+            tokenizer.vocab_size(), " tokens, more than model.vocab_size ", cfg.model.vocab_size);
+  mor::data::LoaderOptions lo;
+  lo.shards = {cfg.data.val_shards};
+  lo.vocab_size = cfg.model.vocab_size;
+  lo.seq_len = std::min<int64_t>(context, cfg.model.max_seq_len);
+  lo.rows_per_rank = 2;
+  lo.shuffle = false;
+  lo.document_ids = tokenizer.eos_id().has_value();
+  lo.eos_id = tokenizer.eos_id().value_or(-1);
+  mor::data::Loader loader(lo);
+  auto batch = loader.next();
+  const auto as_tensor = [&](std::vector<int32_t>& v) {
+    return at::from_blob(v.data(), {batch.rows, batch.seq_len}, at::kInt).to(at::kLong);
+  };
+  mor::model::ForwardOptions opt;
+  if (lo.document_ids) opt.documents = as_tensor(batch.doc_ids);
+  const at::NoGradGuard no_grad;
+  const auto out = model.forward(as_tensor(batch.inputs), opt);
+  const double loss = model.loss(out, as_tensor(batch.targets)).lm.item<double>();
+  std::printf("  validation batch [%lld, %lld] from %s (document masking %s): LM loss %.4f, ln V = %.4f\n",
+              static_cast<long long>(batch.rows), static_cast<long long>(batch.seq_len),
+              cfg.data.val_shards.c_str(), lo.document_ids ? "on" : "off", loss,
+              std::log(static_cast<double>(cfg.model.vocab_size)));
+}
+
+// Builds the model on the CPU (fp32), checks the parameter count against the accounting, scores the
+// first validation batch when the config names prepared data, and runs a training forward (top-k)
+// and an inference forward (causal routing) on a seeded random batch.
 void instantiate(const mor::config::Config& cfg, int64_t context) {
   const auto acc = mor::model::account(cfg.model, context);
   const double gib = static_cast<double>(acc.total_params) * 4 / (1 << 30);
@@ -41,6 +84,7 @@ void instantiate(const mor::config::Config& cfg, int64_t context) {
               static_cast<long long>(acc.total_params),
               model.num_parameters() == acc.total_params ? "match" : "MISMATCH");
   MOR_CHECK(model.num_parameters() == acc.total_params, "parameter count differs from the accounting");
+  validation_batch(cfg, model, context);
   if (model.layout().num_recursions == 0) return;
   const int64_t seq = std::min<int64_t>(context, 64);
   at::manual_seed(cfg.model.seed);
