@@ -34,7 +34,7 @@
 #include "mor/core/progress.h"
 #include "mor/data/shard.h"
 #include "mor/io/tokenizer.h"
-#include "text_source.h"
+#include "mor/core/text_source.h"
 
 #ifndef MOR_VERSION
 #define MOR_VERSION "0.1.0"  // keep in step with project(VERSION) in CMakeLists.txt
@@ -45,7 +45,7 @@ namespace mor::data {
 namespace {
 
 using Json = nlohmann::ordered_json;
-using detail::SourceError;
+using core::SourceError;
 
 constexpr size_t kChunkBytes = size_t{4} << 20;
 constexpr size_t kChunkRecords = 4096;
@@ -256,7 +256,7 @@ void read_records(const std::vector<InputFile>& files, const std::vector<int64_t
     if (!is_jsonl(f.kind)) {
       Record r = base;
       try {
-        r.data = detail::read_all(f.path, is_zstd(f.kind));
+        r.data = core::read_all(f.path, is_zstd(f.kind));
       } catch (const SourceError& e) {
         if (!skip_bad) fail(f.path, ": ", e.what());
         r.error = e.what();
@@ -268,7 +268,7 @@ void read_records(const std::vector<InputFile>& files, const std::vector<int64_t
     int64_t records = 0;
     int64_t consumed = 0;
     try {
-      detail::LineReader reader(f.path, is_zstd(f.kind));
+      core::LineReader reader(f.path, is_zstd(f.kind));
       std::string_view line;
       for (;;) {
         bool more = false;
@@ -278,7 +278,7 @@ void read_records(const std::vector<InputFile>& files, const std::vector<int64_t
           fail(e.at_line() ? where(f, reader.line_number() + 1) : f.path, ": ", e.what());
         }
         if (!more) break;
-        if (detail::is_blank(line)) continue;
+        if (core::is_blank(line)) continue;
         ++records;
         Record r = base;
         r.json = true;
@@ -429,17 +429,17 @@ void count_records(std::vector<InputFile>& files, const PrepareOptions& o, Prepa
     int64_t error_line = 0;
     try {
       if (!is_jsonl(f.kind)) {
-        detail::ByteSource probe(f.path, false);  // readable?
+        core::ByteSource probe(f.path, false);  // readable?
         f.records = 1;
         continue;
       }
-      detail::LineReader reader(f.path, is_zstd(f.kind));
+      core::LineReader reader(f.path, is_zstd(f.kind));
       std::string_view line;
       int64_t reported = 0;
       for (;;) {
         error_line = reader.line_number() + 1;
         if (!reader.next(line)) break;
-        if (!detail::is_blank(line)) ++f.records;
+        if (!core::is_blank(line)) ++f.records;
         if (reader.bytes_consumed() - reported >= (int64_t{1} << 22)) {
           progress.add(reader.bytes_consumed() - reported);
           reported = reader.bytes_consumed();

@@ -10,7 +10,6 @@
 #include "mor/io/bpe_trainer.h"
 
 #include <nlohmann/json.hpp>
-#include <zstd.h>
 
 #include <algorithm>
 #include <array>
@@ -22,6 +21,7 @@
 
 #include "mor/core/error.h"
 #include "mor/core/file.h"
+#include "mor/core/text_source.h"
 #include "mor/io/tokenizer.h"
 
 namespace mor::io {
@@ -516,65 +516,26 @@ std::vector<std::string> bpe_corpus_files(const std::vector<std::string>& inputs
   return files;
 }
 
-namespace {
-
-void for_each_line(std::string_view data, const std::function<void(std::string_view, int64_t)>& fn, int64_t& line) {
-  size_t begin = 0;
-  while (begin < data.size()) {
-    size_t end = data.find('\n', begin);
-    if (end == std::string_view::npos) end = data.size();
-    fn(data.substr(begin, end - begin), ++line);
-    begin = end + 1;
-  }
-}
-
-// Streams a zstd file's decompressed bytes to `fn` in blocks.
-void for_each_zstd_block(const std::string& path, const std::function<void(std::string_view)>& fn) {
-  const auto file = core::MappedFile::open(path);
-  std::unique_ptr<ZSTD_DStream, size_t (*)(ZSTD_DStream*)> stream(ZSTD_createDStream(), ZSTD_freeDStream);
-  MOR_CHECK(stream != nullptr, "cannot decompress ", path, ": out of memory");
-  ZSTD_initDStream(stream.get());
-  ZSTD_inBuffer in{file.data(), file.size(), 0};
-  std::vector<char> buffer(ZSTD_DStreamOutSize());
-  size_t last = 0;        // 0: at a frame end (an empty file counts as no frames)
-  bool out_full = false;  // the decoder may hold more output
-  while (in.pos < in.size || out_full) {
-    ZSTD_outBuffer out{buffer.data(), buffer.size(), 0};
-    last = ZSTD_decompressStream(stream.get(), &out, &in);
-    MOR_CHECK(!ZSTD_isError(last), "cannot decompress ", path, ": ", ZSTD_getErrorName(last));
-    fn(std::string_view(buffer.data(), out.pos));
-    out_full = out.pos == out.size;
-    if (last == 0 && in.pos == in.size) break;  // the last frame is complete and flushed
-  }
-  MOR_CHECK(last == 0, "cannot decompress ", path, ": truncated zstd stream");
-}
-
-// Streams a zstd file's decompressed lines to `fn`.
-void for_each_zstd_line(const std::string& path, const std::function<void(std::string_view, int64_t)>& fn) {
-  std::string pending;
-  int64_t line = 0;
-  for_each_zstd_block(path, [&](std::string_view block) {
-    pending.append(block);
-    const size_t cut = pending.rfind('\n');
-    if (cut == std::string::npos) return;
-    for_each_line(std::string_view(pending).substr(0, cut + 1), fn, line);
-    pending.erase(0, cut + 1);
-  });
-  if (!pending.empty()) for_each_line(pending, fn, line);
-}
-
-}  // namespace
-
 void read_corpus_documents(const std::string& path, const BpeCorpusOptions& corpus,
                            const std::function<void(std::string&&)>& sink) {
   const bool zst = core::ends_with(path, ".zst");
-  if (!core::ends_with(path, ".jsonl") && !core::ends_with(path, ".jsonl.zst")) {
-    if (!zst) {
-      sink(core::read_file(path));
-      return;
-    }
+  const bool jsonl = core::ends_with(path, ".jsonl") || core::ends_with(path, ".jsonl.zst");
+  if (!jsonl && !zst) {
+    sink(core::read_file(path));
+    return;
+  }
+  // A corrupt or truncated stream is "cannot decompress PATH: ..."; an unreadable file "PATH: ...".
+  auto source_error = [&](const core::SourceError& e) {
+    if (e.at_line()) fail("cannot decompress ", path, ": ", e.what());
+    fail(path, ": ", e.what());
+  };
+  if (!jsonl) {
     std::string text;
-    for_each_zstd_block(path, [&](std::string_view block) { text.append(block); });
+    try {
+      text = core::read_all(path, /*zstd=*/true);
+    } catch (const core::SourceError& e) {
+      source_error(e);
+    }
     sink(std::move(text));
     return;
   }
@@ -591,12 +552,12 @@ void read_corpus_documents(const std::string& path, const BpeCorpusOptions& corp
     MOR_CHECK(it->is_string(), path, ":", line, ": field \"", corpus.text_field, "\" is not a string");
     sink(it->get<std::string>());
   };
-  if (zst) {
-    for_each_zstd_line(path, parse);
-  } else {
-    const auto file = core::MappedFile::open(path);
-    int64_t line = 0;
-    for_each_line(file.view(), parse, line);
+  try {
+    core::LineReader reader(path, zst);
+    std::string_view line;
+    while (reader.next(line)) parse(line, reader.line_number());
+  } catch (const core::SourceError& e) {
+    source_error(e);
   }
 }
 

@@ -1,5 +1,5 @@
 // Streaming readers for plain and zstd-compressed files (text_source.h).
-#include "text_source.h"
+#include "mor/core/text_source.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -8,7 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
-namespace mor::data::detail {
+namespace mor::core {
 
 namespace {
 constexpr size_t kPlainBlock = size_t{1} << 20;
@@ -124,4 +124,4 @@ bool is_blank(std::string_view line) {
   return true;
 }
 
-}  // namespace mor::data::detail
+}  // namespace mor::core

@@ -1,6 +1,6 @@
-// Private to src/data: streaming byte and line readers over plain or zstd-compressed files, used by
-// `mor data prepare` (prepare.cpp). Errors are SourceError (a reason without the file position);
-// the caller adds "<file>:<line>: " and turns it into mor::Error.
+// Streaming byte and line readers over plain or zstd-compressed files, used by `mor data prepare`
+// and the BPE trainer. Errors are SourceError (a reason without the file position); the caller adds
+// "<file>:<line>: " and turns it into mor::Error.
 #pragma once
 
 #include <cstdint>
@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-namespace mor::data::detail {
+namespace mor::core {
 
 // What went wrong while reading, without the file name or line (the caller knows those).
 // at_line: the error belongs to a position in the data (corrupt zstd), not to the whole file
@@ -74,4 +74,4 @@ std::string read_all(const std::string& path, bool zstd);
 // True when the line holds only ASCII whitespace.
 bool is_blank(std::string_view line);
 
-}  // namespace mor::data::detail
+}  // namespace mor::core
