@@ -19,6 +19,7 @@
 
 #include "mor/core/error.h"
 #include "mor/io/tokenizer.h"
+#include "error_testing.h"
 
 #ifndef MOR_SOURCE_DIR
 #define MOR_SOURCE_DIR "."
@@ -28,6 +29,8 @@ namespace mor::io {
 namespace {
 
 namespace fs = std::filesystem;
+using mor::testing::error_of;
+using mor::testing::kNoError;
 using Merges = std::vector<std::pair<std::string, std::string>>;
 
 const fs::path kFixtureDir = fs::path(MOR_SOURCE_DIR) / "tests/fixtures/tokenizer/mor-trained";
@@ -41,15 +44,6 @@ BpeTrainerOptions options(int64_t vocab_size, int64_t min_frequency = 1, std::ve
   return o;
 }
 
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const mor::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 // A reproducible corpus of pseudo-English with numbers, punctuation, indentation, blank lines,
 // tabs, CRLF and non-ASCII text; documents of very different lengths.
@@ -239,7 +233,7 @@ TEST(BpeTrainer, JsonlErrorsNameFileAndLine) {
   EXPECT_NE(message("{\"text\": \"ok\"}\n\n{\"body\": \"x\"}\n").find(path + ":3: no field \"text\""),
             std::string::npos);
   EXPECT_NE(message("{\"text\": 5}\n").find(path + ":1: field \"text\" is not a string"), std::string::npos);
-  EXPECT_EQ(message("{\"body\": \"a b\"}\n", "body"), "(no error)");
+  EXPECT_EQ(message("{\"body\": \"a b\"}\n", "body"), kNoError);
   fs::remove_all(dir);
 }
 

@@ -9,6 +9,7 @@
 
 #include "mor/config/config.h"
 #include "mor/core/error.h"
+#include "error_testing.h"
 
 // A valid expert-choice context (middle_cycle, 6 layers, N_r = 2) for router rules.
 #define EC_MODEL "model:\n  num_layers: 6\n  recursion:\n    sharing: middle_cycle\n    num_recursions: 2\n"
@@ -24,18 +25,12 @@ inline Config load_yaml(const std::string& yaml, const std::vector<std::string>&
 }
 
 // The mor::Error message of `action`, or "" when it does not throw.
-inline std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using mor::testing::error_of;
+using mor::testing::kNoError;
 
 inline ::testing::AssertionResult fails_with(const std::function<void()>& action, const std::string& needle) {
   const std::string message = error_of(action);
-  if (message.empty()) return ::testing::AssertionFailure() << "no mor::Error; expected '" << needle << "'";
+  if (message == kNoError) return ::testing::AssertionFailure() << "no mor::Error; expected '" << needle << "'";
   if (message.find(needle) == std::string::npos) {
     return ::testing::AssertionFailure() << "error '" << message << "' lacks '" << needle << "'";
   }

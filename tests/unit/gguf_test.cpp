@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "error_testing.h"
 #include "mor/core/error.h"
 
 #ifndef MOR_SOURCE_DIR
@@ -25,6 +26,7 @@ namespace mor::io {
 namespace {
 
 namespace fs = std::filesystem;
+using mor::testing::expect_error;
 const fs::path kFixtures = fs::path(MOR_SOURCE_DIR) / "tests" / "fixtures" / "tokenizer";
 const std::string kTiny = (kFixtures / "tiny.gguf").string();
 
@@ -35,15 +37,6 @@ std::string read_all(const std::string& path) {
   return ss.str();
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const mor::Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a mor::Error";
-  return "";
-}
 
 void expect_contains(const std::string& message, const std::string& part) {
   EXPECT_NE(message.find(part), std::string::npos) << "message: " << message << "\nexpected: " << part;
@@ -138,7 +131,7 @@ class TempFile {
 // Opens `bytes` as a file; returns the error, which must start with the file name.
 std::string open_error(const std::string& bytes) {
   TempFile f(bytes);
-  const std::string e = error_of([&] { GgufFile::open(f.path()); });
+  const std::string e = expect_error([&] { GgufFile::open(f.path()); });
   EXPECT_EQ(e.rfind(f.path() + ": ", 0), 0u) << e;
   return e;
 }
@@ -205,12 +198,12 @@ TEST(GgufReader, ReadsEveryValueTypeAndTensorInfo) {
 
 TEST(GgufReader, TypedGettersNameTheKey) {
   const GgufFile f = GgufFile::open(kTiny);
-  expect_contains(error_of([&] { f.at("missing.key"); }), "tiny.gguf: metadata 'missing.key' is missing");
-  expect_contains(error_of([&] { f.get_string("test.u8"); }), "metadata 'test.u8': expected STRING, got UINT8");
-  expect_contains(error_of([&] { f.get_int("test.str"); }), "metadata 'test.str': expected an integer");
-  expect_contains(error_of([&] { f.get_bool("test.u8"); }), "expected BOOL");
-  expect_contains(error_of([&] { f.get_strings("test.arr_i32"); }), "expected an ARRAY of STRING, got ARRAY of INT32");
-  expect_contains(error_of([&] { f.get_ints("test.arr_nested"); }), "metadata 'test.arr_nested'[0]");
+  expect_contains(expect_error([&] { f.at("missing.key"); }), "tiny.gguf: metadata 'missing.key' is missing");
+  expect_contains(expect_error([&] { f.get_string("test.u8"); }), "metadata 'test.u8': expected STRING, got UINT8");
+  expect_contains(expect_error([&] { f.get_int("test.str"); }), "metadata 'test.str': expected an integer");
+  expect_contains(expect_error([&] { f.get_bool("test.u8"); }), "expected BOOL");
+  expect_contains(expect_error([&] { f.get_strings("test.arr_i32"); }), "expected an ARRAY of STRING, got ARRAY of INT32");
+  expect_contains(expect_error([&] { f.get_ints("test.arr_nested"); }), "metadata 'test.arr_nested'[0]");
 }
 
 // ---- The tokenizer it carries ------------------------------------------------------------------
@@ -284,7 +277,7 @@ TEST(GgufTokenizer, BuildsFromMetadataAndPreTypes) {
 TEST(GgufTokenizer, ErrorsNameTheFileAndKey) {
   auto err = [](const std::vector<Kv>& kvs) {
     TempFile f(gguf(kvs));
-    const std::string e = error_of([&] { tokenizer_from_gguf(f.path()); });
+    const std::string e = expect_error([&] { tokenizer_from_gguf(f.path()); });
     EXPECT_EQ(e.rfind(f.path() + ": ", 0), 0u) << e;
     return e;
   };
@@ -325,7 +318,7 @@ TEST(GgufErrors, BadMagicVersionAndEmptyFile) {
   expect_contains(open_error(gguf({}, {}, 0, 1)), "GGUF version 1 is not supported");
   expect_contains(open_error(gguf({}, {}, 0, 7)), "unsupported GGUF version 7");
   expect_contains(open_error(gguf({}, {}, 0, 0x03000000)), "big-endian");
-  expect_contains(error_of([] { GgufFile::open("/nonexistent/x.gguf"); }), "/nonexistent/x.gguf: cannot open");
+  expect_contains(expect_error([] { GgufFile::open("/nonexistent/x.gguf"); }), "/nonexistent/x.gguf: cannot open");
   EXPECT_EQ(GgufFile::open(TempFile(gguf({}, {}, 0, 2)).path()).version(), 2u);  // v2 reads
 }
 
@@ -333,7 +326,7 @@ TEST(GgufErrors, TruncationAnywhereIsDetected) {
   const std::string bytes = read_all(kTiny);
   ASSERT_GT(bytes.size(), 1000u);
   for (size_t len = 0; len < bytes.size(); len += (len < 600 ? 1 : 61)) {
-    const std::string e = error_of([&] { GgufFile::parse(std::string_view(bytes).substr(0, len), "cut.gguf"); });
+    const std::string e = expect_error([&] { GgufFile::parse(std::string_view(bytes).substr(0, len), "cut.gguf"); });
     ASSERT_EQ(e.rfind("cut.gguf: ", 0), 0u) << len << ": " << e;
   }
   // The last byte of the tensor data matters too.

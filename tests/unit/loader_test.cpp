@@ -19,11 +19,14 @@
 
 #include "mor/core/error.h"
 #include "mor/data/shard.h"
+#include "error_testing.h"
 
 namespace mor::data {
 namespace {
 
 namespace fs = std::filesystem;
+using mor::testing::error_of;
+using mor::testing::kNoError;
 
 constexpr int64_t kVocab = 1000;
 
@@ -95,16 +98,6 @@ class LoaderFixture : public ::testing::Test {
   std::string dir_;
 };
 
-// Runs `fn` and returns the mor::Error message it throws ("" when it throws nothing).
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 // The global batch at stream position `position` as the concatenation of every rank's slice.
 struct Global {
@@ -486,8 +479,8 @@ TEST_F(LoaderCursorTest, MalformedCursorJsonIsAnErrorNamingTheField) {
                 .find("'rows_consumed'"),
             std::string::npos);
   EXPECT_NE(error_of([&] { cursor_from_json(with("\"seed\":0", "\"seed\":-1")); }).find("'seed'"), std::string::npos);
-  EXPECT_NE(error_of([&] { cursor_from_json("{not json"); }), "");
-  EXPECT_NE(error_of([&] { cursor_from_json("[1]"); }), "");
+  EXPECT_NE(error_of([&] { cursor_from_json("{not json"); }), kNoError);
+  EXPECT_NE(error_of([&] { cursor_from_json("[1]"); }), kNoError);
 }
 
 // ---- document indices ----------------------------------------------------------------------------

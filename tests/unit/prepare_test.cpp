@@ -15,6 +15,7 @@
 #include "mor/data/prepare.h"
 #include "mor/data/shard.h"
 #include "mor/io/tokenizer.h"
+#include "error_testing.h"
 
 namespace {
 
@@ -39,15 +40,7 @@ std::string zstd_compress(const std::string& data, int level = 3) {
 
 std::string json_line(const std::string& text) { return nlohmann::json{{"id", 1}, {"text", text}}.dump() + "\n"; }
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const mor::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using mor::testing::error_of;
 
 class PrepareTest : public ::testing::Test {
  protected:

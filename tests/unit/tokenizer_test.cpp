@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "../../src/io/tokenizer_internal.h"
+#include "error_testing.h"
 #include "mor/core/error.h"
 
 #ifndef MOR_SOURCE_DIR
@@ -31,6 +32,7 @@ namespace mor::io {
 namespace {
 
 namespace fs = std::filesystem;
+using mor::testing::expect_error;
 using json = nlohmann::json;
 
 const fs::path kFixtures = fs::path(MOR_SOURCE_DIR) / "tests" / "fixtures" / "tokenizer";
@@ -68,15 +70,6 @@ std::string escaped(const std::string& s) {
   return json(s).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-std::string expect_error(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const mor::Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a mor::Error";
-  return "";
-}
 
 // ---- Parity with the `tokenizers` library ------------------------------------------------------
 
