@@ -22,22 +22,15 @@ raw="$out/raw"
 pydocs="/usr/share/doc/python3.11/html/_sources"
 jargon_gz="/usr/share/doc/jargon-text/jargon.txt.gz"
 
+# shellcheck source=lib.sh
+source "$repo/tools/lib.sh"
 say() { printf '\033[1m[demo-data]\033[0m %s\n' "$*"; }
 die() { printf '[demo-data] error: %s\n' "$*" >&2; exit 1; }
 
 [ -x "$mor" ] || die "$mor not found: build first (bash tools/setup.sh)"
 
 # 1. The Debian packages that carry the text.
-missing=()
-for p in python3.11-doc jargon-text; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  say "installing Debian packages: ${missing[*]}"
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+ensure_debian_packages python3.11-doc jargon-text
 [ -d "$pydocs" ] || die "$pydocs is missing although python3.11-doc is installed (a dpkg path-exclude rule for /usr/share/doc?)"
 [ -f "$jargon_gz" ] || die "$jargon_gz is missing although jargon-text is installed (a dpkg path-exclude rule for /usr/share/doc?)"
 mkdir -p "$raw"

@@ -13,6 +13,8 @@ build="${MOR_BUILD:-$repo/build}"
 jobs="${MOR_JOBS:-$(nproc)}"
 torch_version="2.11.0"
 
+# shellcheck source=lib.sh
+source "$repo/tools/lib.sh"
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 # 1. Debian packages (only the missing ones are installed).
@@ -21,16 +23,7 @@ packages=(build-essential cmake ninja-build ccache pkg-config git
           libbenchmark-dev nlohmann-json3-dev libpcre2-dev libzstd-dev
           python3.11-doc jargon-text)  # the last two carry the demo corpus (tools/demo_data.sh)
 python3 -m venv --help >/dev/null 2>&1 || packages+=(python3 python3-venv)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  say "installing Debian packages: ${missing[*]}"
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+ensure_debian_packages "${packages[@]}"
 
 # 2. LibTorch from PyPI in the project virtualenv.
 if ! "$venv/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$torch_version' else 1)" 2>/dev/null; then
