@@ -29,7 +29,7 @@ std::vector<std::pair<std::string, RegisterFn>> registered_commands() {
 
 int main(int argc, char** argv) {
   CLI::App app{"mor: train, evaluate and serve Mixture-of-Recursions language models"};
-  app.set_version_flag("--version", "mor 0.1.0");
+  app.set_version_flag("--version", "mor " MOR_VERSION);
   app.require_subcommand(1);
   mor::tools::Action action;
   for (const auto& [name, fn] : mor::tools::registered_commands()) fn(app, action);

@@ -36,10 +36,6 @@
 #include "mor/io/tokenizer.h"
 #include "mor/core/text_source.h"
 
-#ifndef MOR_VERSION
-#define MOR_VERSION "0.1.0"  // keep in step with project(VERSION) in CMakeLists.txt
-#endif
-
 namespace mor::data {
 
 namespace {
