@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <glob.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -163,6 +164,17 @@ void make_directories(const std::string& path) {
     fail("cannot create directory ", path, ": ", reason(errno));
   }
   if (!is_directory(path)) fail("cannot create directory ", path, ": a file of that name exists");
+}
+
+namespace {
+int remove_entry(const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }
+}  // namespace
+
+void remove_tree(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0 && errno == ENOENT) return;
+  if (::nftw(path.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0 && errno != ENOENT)
+    fail("cannot remove ", path, ": ", std::strerror(errno));
 }
 
 bool remove_file(const std::string& path) noexcept {

@@ -28,6 +28,10 @@ bool is_directory(const std::string& path);
 void make_directories(const std::string& path);
 // Removes a file if it exists; returns false (never throws) when it could not be removed.
 bool remove_file(const std::string& path) noexcept;
+// Removes a file or a directory tree (like rm -rf; symlinks are not followed). A missing path is
+// fine; throws "cannot remove <path>: <reason>" otherwise. (POSIX nftw: std::filesystem::remove_all
+// must not be used in binaries that link LibTorch, whose exported copy of it crashes.)
+void remove_tree(const std::string& path);
 
 // A read-only, private memory map of a whole file. Empty files map to {nullptr, 0}.
 class MappedFile {
