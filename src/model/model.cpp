@@ -168,6 +168,43 @@ MoRModel::MoRModel(const config::ModelConfig& model, at::ScalarType dtype, at::D
   final_norm_ = add("model.norm.weight", {d}, ParamRole::kNorm);
   lm_head_ = model.tie_embeddings ? embed_
                                   : add("lm_head.weight", {model.vocab_size, d}, ParamRole::kLmHead);
+  build_units();
+}
+
+void MoRModel::build_units() {
+  units_.push_back({"root", {}});
+  unit_of_set_.assign(layout_.num_param_sets, -1);
+  auto unit_for_set = [&](int64_t set) {
+    if (unit_of_set_[set] < 0) {
+      unit_of_set_[set] = static_cast<int64_t>(units_.size());
+      units_.push_back({"layers." + std::to_string(set), {}});
+    }
+  };
+  for (int64_t set : layout_.prelude) unit_for_set(set);
+  if (!layout_.block.empty()) {
+    block_unit_ = static_cast<int64_t>(units_.size());
+    units_.push_back({"block", {}});
+    for (int64_t set : layout_.block) unit_of_set_[set] = block_unit_;
+  }
+  for (int64_t set : layout_.coda) unit_for_set(set);
+
+  // "model.layers.P." / "model.unrolled_norms.J." -> that set's unit; routers -> block; rest -> root.
+  auto number_after = [](const std::string& name, const std::string& prefix) {
+    return std::stoll(name.substr(prefix.size(), name.find('.', prefix.size()) - prefix.size()));
+  };
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const std::string& name = params_[i].name;
+    int64_t unit = 0;
+    if (name.starts_with("model.layers.")) {
+      unit = unit_of_set_[number_after(name, "model.layers.")];
+    } else if (name.starts_with("model.unrolled_norms.")) {
+      unit = unit_of_set_[layout_.unrolled[number_after(name, "model.unrolled_norms.")]];
+    } else if (params_[i].role == ParamRole::kRouter || params_[i].role == ParamRole::kAuxRouter) {
+      unit = block_unit_;
+    }
+    MOR_CHECK(unit >= 0, "internal: parameter ", name, " has no unit");
+    units_[unit].params.push_back(static_cast<int64_t>(i));
+  }
 }
 
 int64_t MoRModel::num_parameters() const {
@@ -337,10 +374,21 @@ ForwardOutput MoRModel::forward(const at::Tensor& tokens_in, const ForwardOption
   plain.set = &all;
   plain.rope = &full_rope;
 
+  UnitHooks* hooks = opt.hooks;
+  // Runs one layer outside the block, entering and leaving its unit.
+  auto outer_layer = [&](const at::Tensor& x, int64_t unrolled) {
+    const int64_t unit = unit_of_set_[layout_.unrolled[unrolled]];
+    if (hooks == nullptr) return pass.layer(x, unrolled, plain);
+    hooks->before(unit);
+    return hooks->after(unit, pass.layer(x, unrolled, plain));
+  };
+
   ForwardOutput out;
+  if (hooks != nullptr) hooks->before(0);
   at::Tensor h = at::embedding(embed_, tokens);
   int64_t unrolled = 0;
-  for (size_t i = 0; i < layout_.prelude.size(); ++i) h = pass.layer(h, unrolled++, plain);
+  for (size_t i = 0; i < layout_.prelude.size(); ++i) h = outer_layer(h, unrolled++);
+  if (hooks != nullptr && block_unit_ >= 0) hooks->before(block_unit_);
 
   at::Tensor depth = at::zeros({batch, seq}, tokens.options());
   const int64_t n_r = layout_.num_recursions;
@@ -458,10 +506,12 @@ ForwardOutput MoRModel::forward(const at::Tensor& tokens_in, const ForwardOption
       if (router.z_loss_coeff > 0) out.z_loss = at::logsumexp(z, -1).pow(2).mean();
     }
   }
+  if (hooks != nullptr && block_unit_ >= 0) h = hooks->after(block_unit_, h);
   unrolled = static_cast<int64_t>(layout_.prelude.size()) + n_r * static_cast<int64_t>(layout_.block.size());
-  for (size_t i = 0; i < layout_.coda.size(); ++i) h = pass.layer(h, unrolled++, plain);
+  for (size_t i = 0; i < layout_.coda.size(); ++i) h = outer_layer(h, unrolled++);
 
   out.logits = at::linear(rms_norm(h, final_norm_, config_.rms_norm_eps), lm_head_);
+  if (hooks != nullptr) out.logits = hooks->after(0, out.logits);
   out.depth = depth;
   return out;
 }

@@ -32,6 +32,29 @@ struct NamedParam {
   ParamRole role;
 };
 
+// A parameter unit: parameters a sharding trainer gathers, frees and reduces together (an FSDP
+// unit). Units, in forward order: 0 "root" (embedding, final norm, LM head), then one unit per
+// distinct parameter set before the block ("layers.P", with that set's unrolled norms), one unit
+// "block" for the whole shared block (all its parameter sets and unrolled norms, the routers and
+// auxiliary routers: gathered once per forward and kept for every recursion), then one unit per
+// parameter set after the block. Every parameter belongs to exactly one unit.
+struct ParamUnit {
+  std::string name;
+  std::vector<int64_t> params;  // indices into MoRModel::parameters(), ascending
+};
+
+// Called by forward() around each use of a unit (the model itself knows nothing about sharding):
+// before(u) right before unit u's parameters are first read, after(u, output) once its output is
+// computed; forward continues with the tensor after() returns (a sharding trainer may return an
+// autograd view of `output` carrying a pre-backward hook). Root: before(0) first, after(0, logits)
+// last. A unit used several times in a row (sequence sharing) is entered once per use.
+class UnitHooks {
+ public:
+  virtual ~UnitHooks() = default;
+  virtual void before(int64_t unit) = 0;
+  virtual at::Tensor after(int64_t unit, const at::Tensor& output) = 0;
+};
+
 struct ForwardOptions {
   // Training: top-k expert-choice routing, auxiliary losses, capacity and balance warm-up.
   // Off by default: a plain forward() is inference with causal routing.
@@ -44,6 +67,7 @@ struct ForwardOptions {
   // Document masking: [B, T] document ids (contiguous runs; see document_ids()). Tokens attend only
   // within their run and RoPE positions restart at 0 at each run's first token. Undefined: off.
   at::Tensor documents;
+  UnitHooks* hooks = nullptr;  // sharded training; null: parameters are always present
 };
 
 // Document ids for packed rows: 0 at each row's start, +1 after every `eos_id` token (the EOS ends
@@ -106,6 +130,8 @@ class MoRModel {
   // Every distinct parameter tensor once, in a fixed order.
   const std::vector<NamedParam>& parameters() const { return params_; }
   int64_t num_parameters() const;
+  // The parameter units (see ParamUnit), a function of the configuration only.
+  const std::vector<ParamUnit>& param_units() const { return units_; }
   // Zeroes (undefines) every parameter's gradient.
   void zero_grad();
 
@@ -121,11 +147,16 @@ class MoRModel {
   struct RouterParams;  // one router network
 
  private:
+  void build_units();
+
   config::ModelConfig config_;
   Layout layout_;
   at::ScalarType dtype_;
   at::Device device_;
   std::vector<NamedParam> params_;
+  std::vector<ParamUnit> units_;
+  std::vector<int64_t> unit_of_set_;  // parameter set -> unit
+  int64_t block_unit_ = -1;
   std::vector<std::shared_ptr<LayerParams>> layers_;      // one per parameter set
   std::vector<std::pair<at::Tensor, at::Tensor>> norms_;  // per unrolled layer (input, post)
   std::vector<std::shared_ptr<RouterParams>> routers_;    // EC: one per recursion; TC: one
