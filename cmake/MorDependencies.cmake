@@ -41,6 +41,15 @@ endif()
 find_package(Torch REQUIRED)
 message(STATUS "mor: LibTorch ${Torch_VERSION} from ${Torch_DIR}")
 
+# c10d's ProcessGroupGloo.hpp includes gloo headers, which the torch wheel does not ship. Debian's
+# libgloo-dev provides them; only the headers are used (torch links its own gloo), and c10d only
+# holds pointers to gloo types, so the older header version is harmless.
+find_path(MOR_GLOO_INCLUDE_DIR gloo/config.h)
+if(NOT MOR_GLOO_INCLUDE_DIR)
+  message(FATAL_ERROR "gloo headers not found (gloo/config.h): install the Debian package libgloo-dev "
+                      "(tools/setup.sh does)")
+endif()
+
 if(MOR_WITH_CUDA)
   enable_language(CUDA)
   find_package(CUDAToolkit REQUIRED)

@@ -20,7 +20,7 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 # 1. Debian packages (only the missing ones are installed).
 packages=(build-essential cmake ninja-build ccache pkg-config git
           libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev
-          libbenchmark-dev nlohmann-json3-dev libpcre2-dev libzstd-dev
+          libbenchmark-dev nlohmann-json3-dev libpcre2-dev libzstd-dev libgloo-dev
           python3.11-doc jargon-text)  # the last two carry the demo corpus (tools/demo_data.sh)
 python3 -m venv --help >/dev/null 2>&1 || packages+=(python3 python3-venv)
 ensure_debian_packages "${packages[@]}"
@@ -31,6 +31,10 @@ if ! "$venv/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.s
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip
   "$venv/bin/python" -m pip install -q "torch==$torch_version"
+fi
+if ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+  say "installing matplotlib into $venv (tools/plot_metrics.py)"
+  "$venv/bin/python" -m pip install -q matplotlib
 fi
 torch_prefix="$("$venv/bin/python" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)' 2>/dev/null)"
 
