@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the embedded default (configs/demo.yaml): set up, build, prepare the demo corpus
 # (Debian's Python docs + Jargon File: train a BPE tokenizer, write token shards), then describe the
-# demo MoR model (parameters, FLOPs and KV cache per recursion depth) and route a batch through it.
+# demo MoR model (parameters, FLOPs and KV cache per recursion depth), train it (mor train: a few
+# minutes on 2 cores; rerunning resumes from the last checkpoint, or reports it is done) and plot
+# the loss curves to runs/demo/metrics.png.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${MOR_BUILD:-$repo/build}"
@@ -14,3 +16,11 @@ echo "== resolved demo configuration (mor config show configs/demo.yaml) =="
 echo
 echo "== demo model (mor model info configs/demo.yaml --instantiate) =="
 "$build/mor" model info configs/demo.yaml --instantiate
+echo
+echo "== training the demo MoR (mor train configs/demo.yaml; Ctrl-C saves a checkpoint, rerun to resume) =="
+"$build/mor" train configs/demo.yaml
+venv="${MOR_VENV:-$HOME/.local/share/mor/venv}"
+if "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+  "$venv/bin/python" tools/plot_metrics.py runs/demo --out runs/demo/metrics.png
+  echo "loss curves: runs/demo/metrics.png (metrics: runs/demo/metrics.jsonl, log: runs/demo/train.log)"
+fi

@@ -389,6 +389,14 @@ void check_train(const Config& c) {
     }
     first_budget = key;
   }
+  {
+    const std::string& dev = t.device;
+    bool ok = dev == "auto" || dev == "cpu" || dev == "cuda";
+    if (!ok && dev.starts_with("cuda:") && dev.size() > 5) {
+      ok = dev.find_first_not_of("0123456789", 5) == std::string::npos;
+    }
+    if (!ok) fail_key(c, "train.device", "must be auto, cpu, cuda or cuda:N, got \"", dev, "\"");
+  }
   if (t.seq_len > 0 && t.seq_len > c.model.max_seq_len) {
     fail_key(c, "train.seq_len", "must be <= model.max_seq_len (", c.model.max_seq_len, "), got ", t.seq_len);
   }

@@ -197,6 +197,17 @@ void for_each_field(C& c, V&& v) {
   v("train.eval_interval", t.eval_interval, Meta{kNonNegative, "steps between validation runs (0: only at the end)"});
   v("train.eval_batches", t.eval_batches, Meta{kNonNegative, "validation batches per evaluation"});
   v("train.save_interval", t.save_interval, Meta{kNonNegative, "steps between checkpoints (0: only at the end)"});
+  v("train.keep_checkpoints", t.keep_checkpoints,
+    Meta{kNonNegative, "newest complete checkpoints to keep (0: all)"});
+  v("train.device", t.device, Meta{kAnyValue, "auto (cuda when available), cpu, cuda or cuda:N"});
+  v("train.reshard_after_forward", t.reshard_after_forward,
+    Meta{kAnyValue, "zero3: free each gathered unit after its forward and re-gather it for backward"});
+  v("train.document_masking", t.document_masking,
+    Meta{kAnyValue, "no attention across EOS boundaries; positions restart per document"});
+  v("train.max_bad_steps", t.max_bad_steps,
+    Meta{kPositive, "consecutive steps with a non-finite loss or gradient that abort the run"});
+  v("train.dist_timeout_s", t.dist_timeout_s,
+    Meta{kPositive, "seconds a collective may wait for the other ranks before the run stops"});
 
   auto& d = c.data;
   v("data.train_shards", d.train_shards, Meta{kAnyValue, "directory or glob of training token shards"});

@@ -116,6 +116,12 @@ train:
   eval_interval: 50
   eval_batches: 4
   save_interval: 200
+  keep_checkpoints: 2
+  device: cuda:1
+  reshard_after_forward: false
+  document_masking: true
+  max_bad_steps: 3
+  dist_timeout_s: 60.0
 data: {train_shards: d/train/*.bin, val_shards: d/val, tokenizer: tok.json, text_field: content, val_fraction: 0.1,
        seed: 11}
 eval: {tasks: [piqa, "arc_easy"], num_fewshot: 5, batch_size: 8, limit: 50, data_dir: ev, seed: 99, routing: topk}

@@ -129,6 +129,12 @@ struct TrainConfig {
   int64_t eval_interval = 0;      // 0: only at the end
   int64_t eval_batches = 16;
   int64_t save_interval = 0;      // 0: only at the end
+  int64_t keep_checkpoints = 3;   // newest complete checkpoints kept; 0: all
+  std::string device = "auto";    // auto (cuda when available, else cpu), cpu, cuda, cuda:N
+  bool reshard_after_forward = true;  // zero3: free gathered units after forward, re-gather in backward
+  bool document_masking = false;  // no attention across EOS boundaries (per-document positions)
+  int64_t max_bad_steps = 5;      // consecutive non-finite steps that abort the run
+  double dist_timeout_s = 300.0;  // collective / rendezvous timeout: a dead rank stops the others
 
   bool operator==(const TrainConfig&) const = default;
 };
