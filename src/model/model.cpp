@@ -4,6 +4,8 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
 
@@ -80,6 +82,35 @@ struct LayerCall {
   const Rope* rope = nullptr;           // for set->pos
   const SharedKv* read_kv = nullptr;    // KV sharing, recursion >= 1: use these keys/values
   SharedKv* write_kv = nullptr;         // KV sharing, recursion 0: keep this layer's keys/values
+};
+
+// A decoder layer's forward as a closure that owns everything it reads (for recomputation).
+struct LayerThunk : torch::CustomClassHolder {
+  std::function<at::Tensor(const at::Tensor&)> run;
+};
+
+// Activation checkpointing of one layer: forward without recording, backward recomputes the layer
+// with recording on and backpropagates through it (parameter gradients accumulate as usual).
+struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const c10::intrusive_ptr<LayerThunk>& thunk) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["thunk"] = c10::IValue::make_capsule(thunk);
+    const at::NoGradGuard no_grad;
+    return thunk->run(x);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto thunk = c10::static_intrusive_pointer_cast<LayerThunk>(ctx->saved_data["thunk"].toCapsule());
+    const at::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    at::Tensor y;
+    {
+      const at::AutoGradMode enable(true);
+      y = thunk->run(x);
+    }
+    torch::autograd::backward({y}, {grads[0]});
+    return {x.grad(), at::Tensor()};
+  }
 };
 
 }  // namespace
@@ -266,6 +297,26 @@ class ForwardPass {
     return segments_.defined() ? segments_.gather(1, set.pos) : at::Tensor();
   }
 
+  void set_checkpointing(bool on) { checkpoint_ = on; }
+
+  // layer(), recomputed in backward under activation checkpointing.
+  at::Tensor run_layer(const at::Tensor& x, int64_t unrolled, const LayerCall& call) const {
+    if (!checkpoint_ || call.read_kv != nullptr || call.write_kv != nullptr || !at::GradMode::is_enabled() ||
+        !x.requires_grad()) {
+      return layer(x, unrolled, call);
+    }
+    auto thunk = c10::make_intrusive<LayerThunk>();
+    ForwardPass pass = *this;
+    pass.checkpoint_ = false;
+    thunk->run = [pass, set = *call.set, rope = *call.rope, unrolled](const at::Tensor& in) {
+      LayerCall c;
+      c.set = &set;
+      c.rope = &rope;
+      return pass.layer(in, unrolled, c);
+    };
+    return CheckpointedLayer::apply(x, thunk);
+  }
+
   at::Tensor layer(const at::Tensor& x, int64_t unrolled, const LayerCall& call) const {
     const MoRModel::LayerParams& p = *layers_[layout_.unrolled[unrolled]];
     const at::Tensor& w_in = norms_.empty() ? p.input_norm : norms_[unrolled].first;
@@ -316,7 +367,7 @@ class ForwardPass {
       call.rope = &rope;
       if (sharing && r == 0) call.write_kv = &shared[i];
       if (sharing && r > 0) call.read_kv = &shared[i];
-      x = layer(x, first + r * width + i, call);
+      x = run_layer(x, first + r * width + i, call);
     }
     return x;
   }
@@ -330,6 +381,7 @@ class ForwardPass {
   at::ScalarType dtype_;
   double scale_;
   at::Tensor segments_, rope_positions_;  // document masking, else undefined
+  bool checkpoint_ = false;
 };
 
 // Mean of `values` over valid entries (all when valid is undefined).
@@ -362,6 +414,7 @@ ForwardOutput MoRModel::forward(const at::Tensor& tokens_in, const ForwardOption
             " is outside the vocabulary [0, ", config_.vocab_size, ")");
 
   ForwardPass pass(config_, layout_, *attention_, layers_, norms_, dtype_);
+  pass.set_checkpointing(opt.checkpoint_layers && opt.training);
   if (opt.documents.defined()) {
     MOR_CHECK(opt.documents.dim() == 2 && opt.documents.size(0) == batch && opt.documents.size(1) == seq,
               "forward: documents must be [batch, seq] like the tokens");
@@ -378,9 +431,9 @@ ForwardOutput MoRModel::forward(const at::Tensor& tokens_in, const ForwardOption
   // Runs one layer outside the block, entering and leaving its unit.
   auto outer_layer = [&](const at::Tensor& x, int64_t unrolled) {
     const int64_t unit = unit_of_set_[layout_.unrolled[unrolled]];
-    if (hooks == nullptr) return pass.layer(x, unrolled, plain);
+    if (hooks == nullptr) return pass.run_layer(x, unrolled, plain);
     hooks->before(unit);
-    return hooks->after(unit, pass.layer(x, unrolled, plain));
+    return hooks->after(unit, pass.run_layer(x, unrolled, plain));
   };
 
   ForwardOutput out;

@@ -215,8 +215,6 @@ int64_t budget_steps(const config::Config& c, int64_t world_size) {
 TrainResult train(const config::Config& cfg, const TrainOptions& options) {
   config::validate(cfg);
   const auto& t = cfg.train;
-  MOR_CHECK(!t.activation_checkpointing,
-            "train.activation_checkpointing: not supported by this version of the trainer; set it to false");
   MOR_CHECK(!cfg.data.train_shards.empty(), "data.train_shards: no training shards configured (run mor data "
                                             "prepare first, then point data.train_shards at its output)");
   const dist::WorldInfo& world = options.world;
@@ -446,6 +444,7 @@ TrainResult train(const config::Config& cfg, const TrainOptions& options) {
       fo.training = true;
       fo.step = step;
       fo.hooks = sharded.hooks();
+      fo.checkpoint_layers = t.activation_checkpointing;
       if (docs.defined()) fo.documents = docs.narrow(0, r0, t.micro_batch_size).to(device);
       const auto out = model.forward(inputs.narrow(0, r0, t.micro_batch_size).to(device), fo);
       model::LossOptions lopt;

@@ -68,6 +68,10 @@ struct ForwardOptions {
   // within their run and RoPE positions restart at 0 at each run's first token. Undefined: off.
   at::Tensor documents;
   UnitHooks* hooks = nullptr;  // sharded training; null: parameters are always present
+  // Activation checkpointing: each decoder layer keeps only its input and recomputes its
+  // activations during backward (same gradients, less memory). Layers that write or read the
+  // shared recursion-0 K/V (kv_mode share, inside the block) are not recomputed. Training only.
+  bool checkpoint_layers = false;
 };
 
 // Document ids for packed rows: 0 at each row's start, +1 after every `eos_id` token (the EOS ends
