@@ -5,7 +5,8 @@
 # Usage: train_test.sh MOR_BINARY SOURCE_DIR [PYTHON]
 set -uo pipefail
 mor="$1"; src="$2"; py="${3:-python3}"
-tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+tmp="$(mktemp -d)"; pid=""
+trap '[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
 # shellcheck source=tests/integration/lib.sh
 source "$src/tests/integration/lib.sh"
 export OMP_NUM_THREADS=1
@@ -55,7 +56,7 @@ check "a save killed before its commit keeps the previous checkpoint" 0 "resumed
   --set train.save_interval=0 >"$tmp/term.out" 2>&1 &
 pid=$!
 for _ in $(seq 1 300); do grep -q '"kind":"train"' "$tmp/term/metrics.jsonl" 2>/dev/null && break; sleep 0.1; done
-kill -TERM "$pid"; wait "$pid"; rc=$?
+kill -TERM "$pid"; wait "$pid"; rc=$?; pid=""
 check "SIGTERM saves a checkpoint and exits 75 (rc $rc)" 0 "^75 .*checkpoint saved" -- \
   bash -c "echo $rc \$(grep 'stopped by a signal' '$tmp/term.out')"
 
