@@ -84,6 +84,7 @@ ShardedModel::ShardedModel(model::MoRModel& model, Communicator& comm, ShardingM
       units_[u].master.narrow(0, s.shard_offset, s.length).copy_(flat.narrow(0, s.param_offset, s.length));
     }
   }
+  reduced_.assign(units_.size(), 0);
   if (mode_ == ShardingMode::kZero3) {
     for (UnitShard& u : units_) free(u);
   }
@@ -136,40 +137,54 @@ void ShardedModel::before(int64_t unit) {
 }
 
 at::Tensor ShardedModel::after(int64_t unit, const at::Tensor& output) {
-  if (mode_ != ShardingMode::kZero3 || !reshard_after_forward_ || unit == 0) return output;
-  free(units_.at(unit));
+  if (unit == 0) return output;
+  const bool reshard = mode_ == ShardingMode::kZero3 && reshard_after_forward_;
+  if (reshard) free(units_.at(unit));
   if (!at::GradMode::is_enabled() || !output.requires_grad()) return output;
-  // A fresh autograd node for the hook: the gradient of this view is complete exactly before the
-  // unit's own backward starts, whatever other tensor shares `output`'s node.
+  // A fresh autograd node for the hook: the gradient of this view is complete exactly when the
+  // backward of every later unit is over and before this unit's own backward starts.
   at::Tensor view = output.view_as(output);
   view.register_hook([this, unit](const at::Tensor&) {
+    for (int64_t v = static_cast<int64_t>(units_.size()) - 1; v > unit; --v) {
+      if (!reduced_[v]) reduce_unit(v);
+    }
     UnitShard& u = units_[unit];
     if (!u.gathered) gather(u);
   });
   return view;
 }
 
-void ShardedModel::reduce_gradients() {
+void ShardedModel::reduce_unit(int64_t index) {
   const at::NoGradGuard no_grad;
+  UnitShard& u = units_[index];
   const auto& params = model_.parameters();
   const int64_t world = comm_.world_size();
-  for (UnitShard& u : units_) {
-    const bool scatter = u.shard_numel != u.numel;  // sharded over > 1 rank
-    const int64_t size = scatter ? world * u.shard_numel : u.numel;
-    at::Tensor flat = at::zeros({size}, u.grad.options());
-    for (size_t k = 0; k < u.params.size(); ++k) {
-      const at::Tensor& g = params[u.params[k]].tensor.grad();
-      if (g.defined()) flat.narrow(0, u.offsets[k], g.numel()).copy_(g.reshape(-1));
-    }
-    if (scatter) {
-      at::Tensor out = at::empty({u.shard_numel}, u.grad.options());
-      comm_.reduce_scatter_sum(out, flat);
-      u.grad.add_(out);
-    } else {
-      if (world > 1) comm_.all_reduce_sum(flat);
-      u.grad.add_(flat);
-    }
+  const bool scatter = u.shard_numel != u.numel;  // sharded over > 1 rank
+  const int64_t size = scatter ? world * u.shard_numel : u.numel;
+  at::Tensor flat = at::zeros({size}, u.grad.options());
+  for (size_t k = 0; k < u.params.size(); ++k) {
+    at::Tensor& g = params[u.params[k]].tensor.mutable_grad();
+    if (!g.defined()) continue;
+    flat.narrow(0, u.offsets[k], g.numel()).copy_(g.reshape(-1));
+    g = at::Tensor();  // the full-size gradient is not needed any more
   }
+  if (scatter) {
+    at::Tensor out = at::empty({u.shard_numel}, u.grad.options());
+    comm_.reduce_scatter_sum(out, flat);
+    u.grad.add_(out);
+  } else {
+    if (world > 1) comm_.all_reduce_sum(flat);
+    u.grad.add_(flat);
+  }
+  reduced_[index] = 1;
+  if (index != 0 && mode_ == ShardingMode::kZero3 && reshard_after_forward_ && u.gathered) free(u);
+}
+
+void ShardedModel::reduce_gradients() {
+  for (int64_t v = static_cast<int64_t>(units_.size()) - 1; v >= 0; --v) {
+    if (!reduced_[v]) reduce_unit(v);
+  }
+  std::fill(reduced_.begin(), reduced_.end(), 0);
   model_.zero_grad();
   if (mode_ == ShardingMode::kZero3) release();
 }

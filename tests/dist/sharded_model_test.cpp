@@ -133,3 +133,34 @@ TEST(ShardedModel, UnitsCoverEveryParameterOnceAndTheBlockIsOneUnit) {
 
 }  // namespace
 }  // namespace mor::testing
+
+namespace mor::testing {
+namespace {
+
+// Gradients of units whose backward is over are reduced inside backward() (and their full-size
+// gradients dropped); only the first layer unit and the root are left for reduce_gradients().
+TEST(ShardedModel, LaterUnitsAreReducedDuringBackward) {
+  const config::ModelConfig cfg = tiny_config();
+  run_ranks(2, [&](dist::Communicator& comm) {
+    model::MoRModel m(cfg);
+    dist::ShardedModel sharded(m, comm, ShardingMode::kZero3, true);
+    model::ForwardOptions fo;
+    fo.training = true;
+    fo.hooks = sharded.hooks();
+    const auto out = m.forward(random_tokens(2, 8, cfg.vocab_size, 11 + comm.rank()), fo);
+    m.loss(out, random_targets(2, 8, cfg.vocab_size, 12)).total.backward();
+    const auto& units = sharded.units();
+    ASSERT_EQ(units.size(), 1u + static_cast<size_t>(cfg.num_layers));
+    for (size_t u = 0; u < units.size(); ++u) {
+      const bool early = u >= 2;
+      for (int64_t i : units[u].params)
+        EXPECT_EQ(m.parameters()[i].tensor.grad().defined(), !early) << units[u].name << " " << m.parameters()[i].name;
+      EXPECT_EQ(units[u].grad.abs().sum().item<double>() > 0, early) << units[u].name;
+    }
+    sharded.reduce_gradients();
+    for (const auto& u : units) EXPECT_GT(u.grad.abs().sum().item<double>(), 0) << u.name;
+  });
+}
+
+}  // namespace
+}  // namespace mor::testing

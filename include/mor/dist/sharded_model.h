@@ -15,12 +15,18 @@
 //   zero2 — parameters replicated; gradients reduce-scattered, optimizer state sharded; after the
 //           optimizer step the updated shards are all-gathered into the parameters.
 //   none  — everything replicated; gradients all-reduced; every rank updates all elements.
-// Gradients of a micro-batch are reduced (reduce-scatter in fp32, SUM) once per unit after its
-// backward (reduce_gradients()) and accumulated into the gradient shard.
+// Gradients of a micro-batch are reduced (reduce-scatter in fp32, SUM; all-reduce for mode none)
+// once per unit and accumulated into the gradient shard, as soon as the unit's backward is over:
+// the pre-backward hook of unit u reduces every later unit v > u still pending (and frees it in
+// zero3), and reduce_gradients() after backward() reduces the rest. Full-size gradients therefore
+// live only for the units whose backward is in flight.
 //
-// Backward re-gathering relies on the autograd engine running a unit's backward only after the
-// gradient of its output is complete, which the output hook observes; collectives therefore run in
-// the same order on every rank (reverse unit order) regardless of how many tokens each rank routed.
+// Why the hooks are safe: a hook sits on a fresh view of unit u's output, created after every
+// node of units < u and before every node of units > u. The autograd engine runs ready nodes in
+// decreasing creation order (AccumulateGrad first), so when the view's gradient is complete every
+// node of units > u, and their parameter-gradient accumulation, has run; and no node of unit u has.
+// The hooks fire in reverse unit order on every rank, whatever the router decided, so collectives
+// stay matched across ranks.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -75,13 +81,14 @@ class ShardedModel final : public model::UnitHooks {
   // This rank's slices of every parameter of unit u (parameters outside the shard are omitted).
   std::vector<ShardSpan> spans(int64_t unit) const;
 
-  // Hooks for model.forward (null when parameters are always present, i.e. not zero3).
-  model::UnitHooks* hooks() { return mode_ == config::ShardingMode::kZero3 ? this : nullptr; }
+  // Hooks for model.forward: gathers (zero3) and early gradient reduction (every mode).
+  model::UnitHooks* hooks() { return this; }
   void before(int64_t unit) override;
   at::Tensor after(int64_t unit, const at::Tensor& output) override;
 
-  // After a micro-batch's backward: reduces every unit's parameter gradients into the gradient
-  // shards (adding), clears the model gradients and frees gathered units (zero3).
+  // After a micro-batch's backward: reduces the parameter gradients of every unit the backward
+  // hooks did not reduce into the gradient shards (adding), clears the model gradients and frees
+  // gathered units (zero3).
   void reduce_gradients();
   void zero_grad_shards();
   // After the optimizer changed the master shards: refresh replicated parameters (zero2, none).
@@ -99,6 +106,7 @@ class ShardedModel final : public model::UnitHooks {
   at::Tensor full_value(int64_t param, bool gradient);
   void gather(UnitShard& unit);
   void free(UnitShard& unit);
+  void reduce_unit(int64_t unit);
 
   model::MoRModel& model_;
   Communicator& comm_;
@@ -106,6 +114,7 @@ class ShardedModel final : public model::UnitHooks {
   bool reshard_after_forward_;
   std::vector<UnitShard> units_;
   std::vector<int64_t> unit_of_param_;
+  std::vector<char> reduced_;  // per unit: this micro-batch's gradients already reduced
 };
 
 }  // namespace mor::dist
