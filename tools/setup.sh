@@ -21,6 +21,7 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 packages=(build-essential cmake ninja-build ccache pkg-config git
           libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev
           libbenchmark-dev nlohmann-json3-dev libpcre2-dev libzstd-dev libgloo-dev
+          clang libclang-rt-14-dev  # libFuzzer targets (tests/fuzz)
           python3.11-doc jargon-text)  # the last two carry the demo corpus (tools/demo_data.sh)
 python3 -m venv --help >/dev/null 2>&1 || packages+=(python3 python3-venv)
 ensure_debian_packages "${packages[@]}"
@@ -35,6 +36,10 @@ fi
 if ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
   say "installing matplotlib into $venv (tools/plot_metrics.py)"
   "$venv/bin/python" -m pip install -q matplotlib
+fi
+if ! "$venv/bin/python" -c 'import transformers' 2>/dev/null; then
+  say "installing transformers into $venv (tests/integration/hf_parity_test.sh)"
+  "$venv/bin/python" -m pip install -q transformers
 fi
 torch_prefix="$("$venv/bin/python" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)' 2>/dev/null)"
 
