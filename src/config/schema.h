@@ -208,6 +208,8 @@ void for_each_field(C& c, V&& v) {
     Meta{kPositive, "consecutive steps with a non-finite loss or gradient that abort the run"});
   v("train.dist_timeout_s", t.dist_timeout_s,
     Meta{kPositive, "seconds a collective may wait for the other ranks before the run stops"});
+  v("train.init_from", t.init_from,
+    Meta{kAnyValue, "bundle (mor export / import / uptrain) whose weights start a fresh run; ignored when resuming"});
 
   auto& d = c.data;
   v("data.train_shards", d.train_shards, Meta{kAnyValue, "directory or glob of training token shards"});

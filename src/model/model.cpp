@@ -129,6 +129,11 @@ MoRModel::MoRModel(const config::ModelConfig& model, at::ScalarType dtype, at::D
 
   auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(model.seed));
   auto add = [&](const std::string& name, std::vector<int64_t> shape, ParamRole role) {
+    if (device_.is_meta()) {  // shapes only (bundle writers, inspection): no memory, no initialisation
+      at::Tensor t = at::empty(shape, at::TensorOptions().dtype(dtype_).device(device_));
+      params_.push_back({name, t, role});
+      return t;
+    }
     at::Tensor t = at::empty(shape, at::TensorOptions().dtype(at::kFloat));
     if (role == ParamRole::kNorm) {
       t.fill_(1.0);

@@ -28,6 +28,7 @@
 #include "mor/dist/sharded_model.h"
 #include "mor/io/tokenizer.h"
 #include "mor/model/accounting.h"
+#include "mor/model/bundle.h"
 #include "mor/model/model.h"
 #include "mor/train/checkpoint.h"
 #include "mor/train/optimizer.h"
@@ -148,8 +149,8 @@ at::ScalarType resolve_dtype(config::Precision p, const at::Device& device) {
   return device.is_cuda() ? at::kBFloat16 : at::kFloat;
 }
 
-// Lines "model.x: a" of the two configurations' model sections that differ.
-std::string model_differences(const config::Config& a, const config::Config& b) {
+// One line listing the model keys that differ: " num_layers 6 (bundle) vs 8 (config); ...".
+std::string model_differences(const config::Config& a, const config::Config& b, const char* a_name) {
   auto model_lines = [](const config::Config& c) {
     std::vector<std::string> out;
     std::stringstream in(config::dump_yaml(c));
@@ -161,11 +162,20 @@ std::string model_differences(const config::Config& a, const config::Config& b) 
     }
     return out;
   };
+  auto trim = [](std::string x) {
+    x.erase(0, x.find_first_not_of(' '));
+    return x;
+  };
   const auto la = model_lines(a), lb = model_lines(b);
   std::string diff;
   for (size_t i = 0; i < std::max(la.size(), lb.size()); ++i) {
-    const std::string x = i < la.size() ? la[i] : "", y = i < lb.size() ? lb[i] : "";
-    if (x != y) diff += "\n  checkpoint: " + x + "\n  config:     " + y;
+    const std::string x = i < la.size() ? trim(la[i]) : "", y = i < lb.size() ? trim(lb[i]) : "";
+    if (x == y) continue;
+    const auto colon = x.find(':');
+    const std::string key = colon == std::string::npos ? x : x.substr(0, colon);
+    const std::string vy = y.find(':') == std::string::npos ? y : trim(y.substr(y.find(':') + 1));
+    diff += std::string(diff.empty() ? " " : "; ") + key + " " + (colon == std::string::npos ? "" : trim(x.substr(colon + 1))) +
+            " (" + a_name + ") vs " + vy + " (config)";
   }
   return diff;
 }
@@ -246,6 +256,22 @@ TrainResult train(const config::Config& cfg, const TrainOptions& options) {
 
   // Model, shards, optimizer.
   model::MoRModel model(cfg.model, dtype, device);
+  const bool resuming = options.resume && latest_checkpoint(t.out_dir).has_value();
+  if (!t.init_from.empty() && !resuming) {
+    // Every rank reads the bundle (a shared filesystem), so the shards start identical.
+    const model::BundleInfo info = model::read_bundle_info(t.init_from);
+    if (!(info.model == cfg.model)) {
+      config::Config bundled = cfg;
+      bundled.model = info.model;
+      fail("train.init_from: ", t.init_from, " holds a different model than model.* configures:",
+           model_differences(bundled, cfg, "bundle"));
+    }
+    const auto source = model::load_bundle(t.init_from, at::kFloat, at::kCPU);
+    const at::NoGradGuard no_grad;
+    for (size_t i = 0; i < model.parameters().size(); ++i)
+      model.parameters()[i].tensor.detach().copy_(source->parameters()[i].tensor);
+    console.line("initialised from " + t.init_from);
+  }
   dist::ShardedModel sharded(model, *comm, t.sharding, t.reshard_after_forward);
   AdamW optimizer(AdamWOptions{t.beta1, t.beta2, t.eps});
   const auto& params = model.parameters();
@@ -313,7 +339,7 @@ TrainResult train(const config::Config& cfg, const TrainOptions& options) {
   if (options.resume) {
     if (const auto latest = latest_checkpoint(t.out_dir)) {
       const config::Config saved = checkpoint_config(*latest);
-      const std::string diff = model_differences(saved, cfg);
+      const std::string diff = model_differences(saved, cfg, "checkpoint");
       MOR_CHECK(saved.model == cfg.model, *latest, ": the checkpoint's model configuration differs from the "
                                                    "current one (start a new train.out_dir or restore the model "
                                                    "keys):", diff);

@@ -65,6 +65,8 @@ check "global batch not divisible over ranks" 1 "train.global_batch_size \(4\) m
 check "missing shards name the pattern" 1 "nothing/train_\*.bin" -- \
   run bad2 --set "data.train_shards=$tmp/nothing/train_*.bin"
 check "no budget" 1 "no budget" -- run bad3 --set train.max_steps=0
+check "resuming with another model is refused" 1 "model configuration differs.*intermediate_size 176 \(checkpoint\) vs 180 \(config\)" -- \
+  run full --set model.intermediate_size=180 --set train.max_steps=14
 
 if "$py" -c 'import matplotlib' 2>/dev/null; then
   check "plot metrics" 0 "" -- "$py" "$src/tools/plot_metrics.py" "$tmp/full" "$tmp/two" --out "$tmp/plot.png"

@@ -122,6 +122,7 @@ train:
   document_masking: true
   max_bad_steps: 3
   dist_timeout_s: 60.0
+  init_from: bundles/base
 data: {train_shards: d/train/*.bin, val_shards: d/val, tokenizer: tok.json, text_field: content, val_fraction: 0.1,
        seed: 11}
 eval: {tasks: [piqa, "arc_easy"], num_fewshot: 5, batch_size: 8, limit: 50, data_dir: ev, seed: 99, routing: topk}

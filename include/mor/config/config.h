@@ -135,6 +135,7 @@ struct TrainConfig {
   bool document_masking = false;  // no attention across EOS boundaries (per-document positions)
   int64_t max_bad_steps = 5;      // consecutive non-finite steps that abort the run
   double dist_timeout_s = 300.0;  // collective / rendezvous timeout: a dead rank stops the others
+  std::string init_from;          // bundle whose weights start a fresh run (uptraining); "": random init
 
   bool operator==(const TrainConfig&) const = default;
 };
