@@ -39,7 +39,7 @@ if ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
 fi
 if ! "$venv/bin/python" -c 'import transformers' 2>/dev/null; then
   say "installing transformers into $venv (tests/integration/hf_parity_test.sh)"
-  "$venv/bin/python" -m pip install -q transformers
+  "$venv/bin/python" -m pip install -q "transformers==5.24.0"
 fi
 torch_prefix="$("$venv/bin/python" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)' 2>/dev/null)"
 
