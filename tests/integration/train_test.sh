@@ -60,6 +60,15 @@ kill -TERM "$pid"; wait "$pid"; rc=$?; pid=""
 check "SIGTERM saves a checkpoint and exits 75 (rc $rc)" 0 "^75 .*checkpoint saved" -- \
   bash -c "echo $rc \$(grep 'stopped by a signal' '$tmp/term.out')"
 
+# Ctrl-C on a terminal signals the launcher's whole process group: ranks must still checkpoint.
+setsid "$mor" train "$src/configs/demo.yaml" "${base[@]}" --set "train.out_dir=$tmp/int" --set train.max_steps=100000 \
+  --set train.save_interval=0 --nproc 2 >"$tmp/int.out" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do grep -q '"kind":"train"' "$tmp/int/metrics.jsonl" 2>/dev/null && break; sleep 0.1; done
+kill -INT -- "-$pid"; wait "$pid"; rc=$?; pid=""
+check "SIGINT to the launcher's process group: checkpoint, exit 75 (rc $rc)" 0 "^75 .*checkpoint saved" -- \
+  bash -c "echo $rc \$(grep 'stopped by a signal' '$tmp/int.out')"
+
 check "global batch not divisible over ranks" 1 "train.global_batch_size \(4\) must be a multiple of train.micro_batch_size x ranks \(2 x 3\)" -- \
   run bad --nproc 3
 check "missing shards name the pattern" 1 "nothing/train_\*.bin" -- \

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -94,6 +95,12 @@ int launch(const TrainFlags& f) {
     const pid_t pid = ::fork();
     MOR_CHECK(pid >= 0, "--nproc: fork failed: ", std::strerror(errno));
     if (pid == 0) {
+      // Own process group: a terminal's Ctrl-C reaches only the launcher, which forwards one
+      // SIGTERM (a rank getting both would take the second as "stop now, no checkpoint"). If the
+      // launcher dies, the kernel sends the rank SIGTERM, so no rank is left orphaned.
+      ::setpgid(0, 0);
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (::getppid() == 1) ::_exit(1);  // the launcher died before prctl took effect
       ::setenv("RANK", std::to_string(r).c_str(), 1);
       ::setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
       ::setenv("WORLD_SIZE", std::to_string(f.nproc).c_str(), 1);
