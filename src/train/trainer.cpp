@@ -259,7 +259,12 @@ TrainResult train(const config::Config& cfg, const TrainOptions& options) {
   const bool resuming = options.resume && latest_checkpoint(t.out_dir).has_value();
   if (!t.init_from.empty() && !resuming) {
     // Every rank reads the bundle (a shared filesystem), so the shards start identical.
-    const model::BundleInfo info = model::read_bundle_info(t.init_from);
+    model::BundleInfo info;
+    try {
+      info = model::read_bundle_info(t.init_from);
+    } catch (const mor::Error& e) {
+      fail("train.init_from: ", e.what());
+    }
     if (!(info.model == cfg.model)) {
       config::Config bundled = cfg;
       bundled.model = info.model;
@@ -319,14 +324,22 @@ TrainResult train(const config::Config& cfg, const TrainOptions& options) {
   lo.shuffle = true;
   lo.document_ids = eos.has_value();
   lo.eos_id = eos.value_or(-1);
-  data::Loader loader(lo);
+  // Loader errors name the file; prefix the key that pointed there.
+  auto open_loader = [](const data::LoaderOptions& o, const char* key) {
+    try {
+      return data::Loader(o);
+    } catch (const mor::Error& e) {
+      fail(key, ": ", e.what());
+    }
+  };
+  data::Loader loader = open_loader(lo, "data.train_shards");
   std::optional<data::Loader> val_loader;
   if (!cfg.data.val_shards.empty() && t.eval_batches > 0) {
     data::LoaderOptions vo = lo;
     vo.shards = {cfg.data.val_shards};
     vo.rows_per_rank = t.micro_batch_size;
     vo.shuffle = false;
-    val_loader.emplace(vo);
+    val_loader.emplace(open_loader(vo, "data.val_shards"));
   }
 
   // Resume.
