@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <c10/core/CPUAllocator.h>
+#include <c10/core/DeviceGuard.h>
 #include <c10/core/StorageImpl.h>
 
 #include <algorithm>
@@ -26,6 +27,8 @@ void allocate_storage(const at::Tensor& t) {
   c10::StorageImpl* s = storage_of(t);
   const size_t bytes = static_cast<size_t>(t.numel()) * t.element_size();
   if (s->nbytes() == bytes && s->data() != nullptr) return;
+  // Device allocators allocate on the current device: make it the parameter's.
+  const c10::DeviceGuard guard(t.device());
   at::Allocator* alloc = s->allocator() != nullptr ? s->allocator() : c10::GetAllocator(t.device().type());
   s->set_data_ptr_noswap(alloc->allocate(bytes));
   s->set_nbytes(bytes);

@@ -7,6 +7,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
 #include <ATen/core/grad_mode.h>
+#include <c10/core/DeviceGuard.h>
 #include <nlohmann/json.hpp>
 #include <signal.h>
 #include <unistd.h>
@@ -239,6 +240,7 @@ TrainResult train(const config::Config& cfg, const TrainOptions& options) {
 
   const at::Device device = resolve_device(t.device, world.local_rank);
   const at::ScalarType dtype = resolve_dtype(t.precision, device);
+  const c10::DeviceGuard device_guard(device);  // current CUDA device = this rank's (no-op on CPU)
   const bool lead = rank == 0;
 
   // Run directory (rank 0 writes; every rank may read checkpoints from it).
