@@ -16,6 +16,7 @@
 
 #include "mor/core/error.h"
 #include "mor/core/file.h"
+#include "mor/core/json_file.h"
 #include "mor/io/hf_config.h"
 
 namespace mor::model {
@@ -35,11 +36,7 @@ std::string strip_slashes(std::string dir) {
 
 ojson parse_json_file(const std::string& path) {
   MOR_CHECK(core::file_exists(path), path, ": no such file");
-  try {
-    return ojson::parse(core::read_file(path));
-  } catch (const ojson::exception& e) {
-    fail(path, ": invalid JSON: ", e.what());
-  }
+  return core::read_json_file<ojson>(path);
 }
 
 io::DType io_dtype(at::ScalarType t) {

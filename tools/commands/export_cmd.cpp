@@ -17,6 +17,7 @@
 #include "mor/config/config.h"
 #include "mor/core/error.h"
 #include "mor/core/file.h"
+#include "mor/core/json_file.h"
 #include "mor/io/hf_config.h"
 #include "mor/io/safetensors.h"
 #include "mor/model/bundle.h"
@@ -203,14 +204,6 @@ void inspect_hf_dir(const std::string& dir) {
 
 void print_checkpoint(const std::string& dir);
 
-json read_json(const std::string& path) {
-  try {
-    return json::parse(core::read_file(path));
-  } catch (const json::exception& e) {
-    fail(path, ": invalid JSON: ", e.what());
-  }
-}
-
 void inspect_checkpoint(const std::string& dir) {
   try {
     print_checkpoint(dir);
@@ -220,8 +213,8 @@ void inspect_checkpoint(const std::string& dir) {
 }
 
 void print_checkpoint(const std::string& dir) {
-  const json index = read_json(dir + "/index.json");
-  const json state = read_json(dir + "/state.json");
+  const json index = core::read_json_file<json>(dir + "/index.json");
+  const json state = core::read_json_file<json>(dir + "/state.json");
   std::printf("checkpoint %s\n  format %s, version %d; step %lld, world size %lld, sharding %s%s\n", dir.c_str(),
               index.value("format", "?").c_str(), index.value("format_version", 0),
               static_cast<long long>(state.value("step", int64_t{0})),
