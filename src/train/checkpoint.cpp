@@ -15,6 +15,7 @@
 
 #include "mor/core/error.h"
 #include "mor/core/file.h"
+#include "mor/core/json_file.h"
 #include "mor/dist/sharded_model.h"
 #include "mor/io/safetensors.h"
 #include "mor/train/optimizer.h"
@@ -51,15 +52,6 @@ void fsync_dir(const std::string& dir) {
   // for directories we only renamed into.
   core::atomic_write(dir + "/.sync", "");
   core::remove_file(dir + "/.sync");
-}
-
-json parse_json_file(const std::string& path) {
-  const std::string text = core::read_file(path);
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    fail(path, ": invalid JSON: ", e.what());
-  }
 }
 
 template <class T>
@@ -192,38 +184,127 @@ std::string save_checkpoint(dist::ShardedModel& sharded, AdamW& optimizer, const
   return final_dir;
 }
 
-std::vector<std::pair<std::string, at::Tensor>> load_consolidated(const std::string& dir) {
-  const std::string index_path = dir + "/index.json";
+struct CheckpointReader::Impl {
+  std::string dir;
+  std::vector<CheckpointUnit> units;
+  CheckpointState state;
+  std::vector<io::SafetensorsReader> files;
+  // Per unit, per file: the first element of the unit held by that file and how many.
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> slices;
+};
+
+CheckpointReader::CheckpointReader(const std::string& dir) : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.dir = dir;
+  const std::string index_path = dir + "/index.json", state_path = dir + "/state.json";
   MOR_CHECK(core::file_exists(dir + "/" + kComplete), dir, ": incomplete checkpoint (no ", kComplete, " marker)");
-  const json index = parse_json_file(index_path);
-  const auto files = field<std::vector<std::string>>(index, "files", index_path);
-  std::vector<io::SafetensorsReader> readers;
-  for (const auto& f : files) readers.emplace_back(dir + "/" + f);
-  std::vector<std::pair<std::string, at::Tensor>> out;
-  const json& junits = index.at("units");
-  for (size_t u = 0; u < junits.size(); ++u) {
-    const std::string p = "u" + std::to_string(u);
-    const int64_t numel = field<int64_t>(junits[u], "numel", index_path);
-    at::Tensor flat = at::empty({numel}, at::kFloat);
-    int64_t filled = 0;
-    for (const auto& reader : readers) {
-      const auto it = reader.metadata().find(p + ".begin");
-      MOR_CHECK(it != reader.metadata().end(), reader.path(), ": missing metadata ", p, ".begin");
-      const int64_t begin = std::stoll(it->second);
-      const io::TensorInfo& info = reader.at(p + ".master");
-      MOR_CHECK(info.dtype == io::DType::kF32 && begin >= 0 && begin + info.numel() <= numel, reader.path(),
-                ": tensor ", p, ".master does not fit unit ", u);
-      const auto bytes = reader.data(info);
-      std::memcpy(static_cast<char*>(flat.data_ptr()) + begin * 4, bytes.data(), bytes.size());
-      filled += info.numel();
+  const json index = core::read_json_file<json>(index_path);
+  MOR_CHECK(field<std::string>(index, "format", index_path) == "mor-checkpoint", index_path,
+            ": format: not a mor checkpoint index");
+  const int version = field<int>(index, "format_version", index_path);
+  MOR_CHECK(version == kCheckpointFormatVersion, index_path, ": format_version: checkpoint format version ", version,
+            " is not supported (this build reads version ", kCheckpointFormatVersion, ")");
+  MOR_CHECK(index.contains("units") && index.at("units").is_array(), index_path, ": units: expected a list");
+  for (const json& ju : index.at("units")) {
+    CheckpointUnit unit;
+    unit.name = field<std::string>(ju, "name", index_path);
+    unit.numel = field<int64_t>(ju, "numel", index_path);
+    MOR_CHECK(ju.contains("params") && ju.at("params").is_array(), index_path, ": unit ", unit.name,
+              ": params: expected a list");
+    for (const json& jp : ju.at("params")) {
+      CheckpointParam p{field<std::string>(jp, "name", index_path), field<std::vector<int64_t>>(jp, "shape", index_path),
+                        field<int64_t>(jp, "offset", index_path), 1};
+      for (int64_t d : p.shape) p.numel *= d;
+      MOR_CHECK(p.offset >= 0 && p.offset + p.numel <= unit.numel, index_path, ": tensor '", p.name,
+                "': elements [", p.offset, ", ", p.offset + p.numel, ") lie outside unit ", unit.name, " (",
+                unit.numel, " values)");
+      unit.params.push_back(std::move(p));
     }
-    MOR_CHECK(filled == numel, dir, ": rank files hold ", filled, " of the ", numel, " values of unit ", u);
-    for (const json& jp : junits[u].at("params")) {
-      const auto shape = field<std::vector<int64_t>>(jp, "shape", index_path);
-      int64_t n = 1;
-      for (int64_t d : shape) n *= d;
-      out.emplace_back(field<std::string>(jp, "name", index_path),
-                       flat.narrow(0, field<int64_t>(jp, "offset", index_path), n).view(shape).clone());
+    m.units.push_back(std::move(unit));
+  }
+
+  for (const auto& f : field<std::vector<std::string>>(index, "files", index_path)) m.files.emplace_back(dir + "/" + f);
+  m.slices.resize(m.units.size());
+  for (size_t u = 0; u < m.units.size(); ++u) {
+    const std::string key = "u" + std::to_string(u);
+    for (const auto& file : m.files) {
+      const auto it = file.metadata().find(key + ".begin");
+      MOR_CHECK(it != file.metadata().end(), file.path(), ": missing metadata ", key, ".begin");
+      int64_t begin = -1;
+      try {
+        begin = std::stoll(it->second);
+      } catch (const std::exception&) {
+      }
+      const io::TensorInfo& master = file.at(key + ".master");
+      MOR_CHECK(master.dtype == io::DType::kF32 && master.shape.size() == 1, file.path(), ": tensor '", key,
+                ".master' must be a 1-D F32 tensor");
+      MOR_CHECK(begin >= 0 && begin + master.numel() <= m.units[u].numel, file.path(), ": tensor '", key,
+                ".master' (begin ", it->second, ") does not fit unit ", m.units[u].name, " [0, ", m.units[u].numel,
+                ")");
+      m.slices[u].emplace_back(begin, master.numel());
+    }
+  }
+
+  const json st = core::read_json_file<json>(state_path);
+  CheckpointState& out = m.state;
+  out.step = field<int64_t>(st, "step", state_path);
+  out.optimizer_steps = field<int64_t>(st, "optimizer_steps", state_path);
+  out.total_steps = field<int64_t>(st, "total_steps", state_path);
+  out.tokens = field<int64_t>(st, "tokens", state_path);
+  out.flops = field<double>(st, "flops", state_path);
+  out.skipped_steps = field<int64_t>(st, "skipped_steps", state_path);
+  MOR_CHECK(st.contains("loader_cursor"), state_path, ": missing field \"loader_cursor\"");
+  out.loader_cursor = st.at("loader_cursor").dump();
+  out.balance_bias = field<std::vector<double>>(st, "balance_bias", state_path);
+  out.world_size = field<int64_t>(st, "world_size", state_path);
+}
+
+CheckpointReader::CheckpointReader(CheckpointReader&&) noexcept = default;
+CheckpointReader::~CheckpointReader() = default;
+const std::string& CheckpointReader::dir() const { return impl_->dir; }
+const std::vector<CheckpointUnit>& CheckpointReader::units() const { return impl_->units; }
+const CheckpointState& CheckpointReader::state() const { return impl_->state; }
+
+void CheckpointReader::read(int64_t unit, const std::string& which, int64_t begin, int64_t count, float* dst) const {
+  const Impl& m = *impl_;
+  MOR_CHECK(unit >= 0 && unit < static_cast<int64_t>(m.units.size()), m.dir, ": no unit ", unit);
+  const std::string name = "u" + std::to_string(unit) + "." + which;
+  int64_t filled = 0;
+  for (size_t f = 0; f < m.files.size(); ++f) {
+    const auto [fbegin, n] = m.slices[unit][f];
+    const int64_t a = std::max(begin, fbegin), b = std::min(begin + count, fbegin + n);
+    if (a >= b) continue;
+    const io::TensorInfo& info = m.files[f].at(name);
+    MOR_CHECK(info.dtype == io::DType::kF32 && info.numel() == n, m.files[f].path(), ": tensor '", name,
+              "' must be F32 with ", n, " elements");
+    const auto bytes = m.files[f].data(info);
+    std::memcpy(dst + (a - begin), bytes.data() + (a - fbegin) * 4, static_cast<size_t>(b - a) * 4);
+    filled += b - a;
+  }
+  MOR_CHECK(filled == count, m.dir, ": the rank files cover ", filled, " of the ", count, " values [", begin, ", ",
+            begin + count, ") of unit ", m.units[unit].name);
+}
+
+at::Tensor CheckpointReader::rng_state(int64_t rank) const {
+  const Impl& m = *impl_;
+  if (m.files.empty()) return {};
+  const auto& file = m.files[static_cast<size_t>(rank) < m.files.size() ? static_cast<size_t>(rank) : 0];
+  const io::TensorInfo* rng = file.find("rng.cpu");
+  if (rng == nullptr) return {};
+  const auto bytes = file.data(*rng);
+  at::Tensor state = at::empty({static_cast<int64_t>(bytes.size())}, at::kByte);
+  std::memcpy(state.data_ptr(), bytes.data(), bytes.size());
+  return state;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> load_consolidated(const std::string& dir) {
+  const CheckpointReader reader(dir);
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (size_t u = 0; u < reader.units().size(); ++u) {
+    for (const CheckpointParam& p : reader.units()[u].params) {
+      at::Tensor t = at::empty(p.shape, at::kFloat);
+      reader.read(static_cast<int64_t>(u), "master", p.offset, p.numel, t.data_ptr<float>());
+      out.emplace_back(p.name, t);
     }
   }
   return out;
@@ -237,101 +318,47 @@ config::Config checkpoint_config(const std::string& dir) {
 
 CheckpointState load_checkpoint(const std::string& dir, dist::ShardedModel& sharded, AdamW& optimizer) {
   const at::NoGradGuard no_grad;
-  const std::string index_path = dir + "/index.json", state_path = dir + "/state.json";
-  MOR_CHECK(core::file_exists(dir + "/" + kComplete), dir, ": incomplete checkpoint (no ", kComplete, " marker)");
-  const json index = parse_json_file(index_path);
-  MOR_CHECK(field<std::string>(index, "format", index_path) == "mor-checkpoint", index_path,
-            ": not a mor checkpoint index");
-  const int version = field<int>(index, "format_version", index_path);
-  MOR_CHECK(version == kCheckpointFormatVersion, index_path, ": checkpoint format version ", version,
-            " is not supported (this build reads version ", kCheckpointFormatVersion, ")");
+  const CheckpointReader reader(dir);
+  const std::string index_path = dir + "/index.json";
 
   // The layout must match the model being restored.
   auto& units = sharded.units();
   const auto& params = sharded.model().parameters();
-  const json& junits = index.at("units");
-  MOR_CHECK(junits.is_array() && junits.size() == units.size(), index_path, ": ", junits.size(),
-            " parameter units, the model has ", units.size());
+  const auto& saved = reader.units();
+  MOR_CHECK(saved.size() == units.size(), index_path, ": ", saved.size(), " parameter units, the model has ",
+            units.size());
   for (size_t u = 0; u < units.size(); ++u) {
-    const json& ju = junits[u];
-    MOR_CHECK(field<std::string>(ju, "name", index_path) == units[u].name &&
-                  field<int64_t>(ju, "numel", index_path) == units[u].numel,
-              index_path, ": unit ", u, " is ", ju.value("name", "?"), " with ", ju.value("numel", int64_t{0}),
-              " values, the model's is ", units[u].name, " with ", units[u].numel);
-    const json& jp = ju.at("params");
-    MOR_CHECK(jp.size() == units[u].params.size(), index_path, ": unit ", units[u].name, " lists ", jp.size(),
-              " tensors, the model has ", units[u].params.size());
-    for (size_t k = 0; k < jp.size(); ++k) {
+    MOR_CHECK(saved[u].name == units[u].name && saved[u].numel == units[u].numel, index_path, ": unit ", u, " is ",
+              saved[u].name, " with ", saved[u].numel, " values, the model's is ", units[u].name, " with ",
+              units[u].numel);
+    MOR_CHECK(saved[u].params.size() == units[u].params.size(), index_path, ": unit ", units[u].name, " lists ",
+              saved[u].params.size(), " tensors, the model has ", units[u].params.size());
+    for (size_t k = 0; k < saved[u].params.size(); ++k) {
       const auto& p = params[units[u].params[k]];
-      const auto shape = field<std::vector<int64_t>>(jp[k], "shape", index_path);
-      MOR_CHECK(field<std::string>(jp[k], "name", index_path) == p.name && shape == p.tensor.sizes().vec(),
-                index_path, ": tensor ", jp[k].value("name", "?"), " does not match the model's ", p.name, " ",
-                p.tensor.sizes());
+      MOR_CHECK(saved[u].params[k].name == p.name && saved[u].params[k].shape == p.tensor.sizes().vec(), index_path,
+                ": tensor ", saved[u].params[k].name, " does not match the model's ", p.name, " ", p.tensor.sizes());
     }
   }
 
-  // Open every rank file and collect which element ranges each holds.
-  const auto files = field<std::vector<std::string>>(index, "files", index_path);
-  std::vector<io::SafetensorsReader> readers;
-  for (const auto& f : files) readers.emplace_back(dir + "/" + f);
-  const int64_t rank = sharded.comm().rank();
+  // This rank's elements of every unit: masters and AdamW moments.
   for (size_t u = 0; u < units.size(); ++u) {
-    const std::string p = "u" + std::to_string(u);
-    const int64_t lo = units[u].shard_begin, hi = lo + units[u].valid();
-    int64_t filled = 0;
-    for (const auto& reader : readers) {
-      const auto it = reader.metadata().find(p + ".begin");
-      MOR_CHECK(it != reader.metadata().end(), reader.path(), ": missing metadata ", p, ".begin");
-      const int64_t fbegin = std::stoll(it->second);
-      const io::TensorInfo& master = reader.at(p + ".master");
-      MOR_CHECK(master.dtype == io::DType::kF32 && master.shape.size() == 1, reader.path(), ": tensor ", p,
-                ".master must be a 1-D F32 tensor");
-      const int64_t fend = fbegin + master.numel();
-      MOR_CHECK(fbegin >= 0 && fend <= units[u].numel, reader.path(), ": tensor ", p, ".master covers [", fbegin,
-                ", ", fend, ") outside unit ", units[u].name, " [0, ", units[u].numel, ")");
-      const int64_t a = std::max(lo, fbegin), b = std::min(hi, fend);
-      if (a >= b) continue;
-      auto copy = [&](const std::string& name, at::Tensor& dst) {
-        const io::TensorInfo& info = reader.at(name);
-        MOR_CHECK(info.dtype == io::DType::kF32 && info.numel() == master.numel(), reader.path(), ": tensor ", name,
-                  " must be F32 with ", master.numel(), " elements");
-        const auto bytes = reader.data(info);
-        at::Tensor src = at::empty({b - a}, at::kFloat);
-        std::memcpy(src.data_ptr(), bytes.data() + (a - fbegin) * 4, static_cast<size_t>(b - a) * 4);
-        dst.narrow(0, a - lo, b - a).copy_(src);
-      };
-      copy(p + ".master", units[u].master);
-      copy(p + ".exp_avg", optimizer.exp_avg(static_cast<int64_t>(u)));
-      copy(p + ".exp_avg_sq", optimizer.exp_avg_sq(static_cast<int64_t>(u)));
-      filled += b - a;
-    }
-    MOR_CHECK(filled == hi - lo, dir, ": the rank files cover ", filled, " of the ", hi - lo,
-              " values rank ", rank, " needs for unit ", units[u].name);
+    const int64_t n = units[u].valid();
+    auto restore = [&](const char* which, at::Tensor& dst) {
+      at::Tensor values = at::empty({n}, at::kFloat);
+      reader.read(static_cast<int64_t>(u), which, units[u].shard_begin, n, values.data_ptr<float>());
+      dst.narrow(0, 0, n).copy_(values);
+    };
+    restore("master", units[u].master);
+    restore("exp_avg", optimizer.exp_avg(static_cast<int64_t>(u)));
+    restore("exp_avg_sq", optimizer.exp_avg_sq(static_cast<int64_t>(u)));
   }
   // RNG: this rank's own state when the world size matches, else rank 0's.
-  const size_t rng_file = static_cast<size_t>(rank) < readers.size() ? static_cast<size_t>(rank) : 0;
-  if (const io::TensorInfo* rng = readers[rng_file].find("rng.cpu")) {
-    const auto bytes = readers[rng_file].data(*rng);
-    at::Tensor state = at::empty({static_cast<int64_t>(bytes.size())}, at::kByte);
-    std::memcpy(state.data_ptr(), bytes.data(), bytes.size());
+  if (const at::Tensor rng = reader.rng_state(sharded.comm().rank()); rng.defined()) {
     at::Generator gen = at::detail::getDefaultCPUGenerator();
-    gen.set_state(state);
+    gen.set_state(rng);
   }
-
-  const json st = parse_json_file(state_path);
-  CheckpointState out;
-  out.step = field<int64_t>(st, "step", state_path);
-  out.optimizer_steps = field<int64_t>(st, "optimizer_steps", state_path);
-  out.total_steps = field<int64_t>(st, "total_steps", state_path);
-  out.tokens = field<int64_t>(st, "tokens", state_path);
-  out.flops = field<double>(st, "flops", state_path);
-  out.skipped_steps = field<int64_t>(st, "skipped_steps", state_path);
-  MOR_CHECK(st.contains("loader_cursor"), state_path, ": missing field \"loader_cursor\"");
-  out.loader_cursor = st.at("loader_cursor").dump();
-  out.balance_bias = field<std::vector<double>>(st, "balance_bias", state_path);
-  out.world_size = field<int64_t>(st, "world_size", state_path);
-  optimizer.set_steps(out.optimizer_steps);
-  return out;
+  optimizer.set_steps(reader.state().optimizer_steps);
+  return reader.state();
 }
 
 }  // namespace mor::train

@@ -12,11 +12,8 @@ trap 'rm -rf "$tmp"' EXIT
 source "$src/tests/integration/lib.sh"
 export OMP_NUM_THREADS=1
 
-tok="$src/tests/fixtures/tokenizer/mor-trained/bytelevel.json"
-"$mor" data prepare "$src/docs" "$src/README.md" --tokenizer "$tok" --out "$tmp/data" --val-fraction 0.1 --threads 1 -q \
-  >/dev/null 2>&1 || { echo "FAIL data prepare"; exit 1; }
-base=(--set model.vocab_size=640 --set "data.train_shards=$tmp/data/train_*.bin" --set "data.val_shards=$tmp/data/val_*.bin"
-      --set "data.tokenizer=$tok" --set train.seq_len=64 --set train.micro_batch_size=2 --set train.global_batch_size=4
+prepare_corpus "$src/docs" "$src/README.md"
+base=("${corpus_args[@]}" --set train.seq_len=64 --set train.micro_batch_size=2 --set train.global_batch_size=4
       --set train.max_steps=4 --set train.warmup_steps=1 --set train.log_interval=1 --set train.eval_interval=0
       --set train.eval_batches=1 --set train.save_interval=2 --set train.keep_checkpoints=0)
 vanilla=(--set model.recursion.sharing=none --set model.recursion.num_recursions=1 --set model.router.kind=none)
@@ -93,6 +90,16 @@ check "export of a directory without checkpoints" 1 "data: neither a checkpoint 
   "$mor" export "$tmp/data" --out "$tmp/x"
 cp -r "$tmp/one/checkpoints/step-00000002" "$tmp/torn"; rm "$tmp/torn/COMPLETE"
 check "export of an incomplete checkpoint" 1 "torn: incomplete checkpoint" -- "$mor" export "$tmp/torn" --out "$tmp/x"
+# Corrupt checkpoints (read through train::CheckpointReader, as resume does).
+cp -r "$tmp/two/checkpoints/step-00000004" "$tmp/cver"
+sed -i 's/"format_version": 1/"format_version": 99/' "$tmp/cver/index.json"
+check "checkpoint of an unknown format version" 1 "cver/index.json: format_version: checkpoint format version 99 is not supported" -- \
+  "$mor" export "$tmp/cver" --out "$tmp/x"
+cp -r "$tmp/two/checkpoints/step-00000004" "$tmp/cmiss"; rm "$tmp/cmiss/rank-00001-of-00002.safetensors"
+check "checkpoint missing a rank file" 1 "cmiss/rank-00001-of-00002.safetensors" -- "$mor" export "$tmp/cmiss" --out "$tmp/x"
+cp -r "$tmp/two/checkpoints/step-00000004" "$tmp/ctrunc"
+truncate -s 100 "$tmp/ctrunc/rank-00000-of-00002.safetensors"
+check "checkpoint with a truncated rank file" 1 "ctrunc/rank-00000-of-00002.safetensors" -- "$mor" export "$tmp/ctrunc" --out "$tmp/x"
 check "unknown --dtype" 1 "--dtype: unknown dtype 'int8'" -- "$mor" export "$tmp/one" --out "$tmp/x" --dtype int8
 check "bad --max-shard-size" 1 "--max-shard-size: unknown unit 'XB'" -- "$mor" export "$tmp/one" --out "$tmp/x" --max-shard-size 5XB
 check "export over a non-bundle directory" 1 "data: exists and is not a bundle" -- "$mor" export "$tmp/one" --out "$tmp/data"

@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -68,6 +69,42 @@ std::string save_checkpoint(dist::ShardedModel& model, AdamW& optimizer, const C
 // layout must match the configuration the checkpoint was written with) and returns the state.
 // Throws mor::Error naming the file and tensor/field at fault.
 CheckpointState load_checkpoint(const std::string& dir, dist::ShardedModel& model, AdamW& optimizer);
+
+// Read access to one complete checkpoint, for every consumer (resume, export, inspection):
+// checks COMPLETE, the index's format and version, and each rank file's slice of each unit on
+// open; read() copies any element range of a unit's flat vector from whichever files hold it.
+// Every failure is a mor::Error naming the directory, file and tensor.
+struct CheckpointParam {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t offset = 0;  // first element in the unit's flat vector
+  int64_t numel = 0;
+};
+struct CheckpointUnit {
+  std::string name;
+  int64_t numel = 0;
+  std::vector<CheckpointParam> params;
+};
+
+class CheckpointReader {
+ public:
+  explicit CheckpointReader(const std::string& dir);
+  CheckpointReader(CheckpointReader&&) noexcept;
+  ~CheckpointReader();
+
+  const std::string& dir() const;
+  const std::vector<CheckpointUnit>& units() const;
+  const CheckpointState& state() const;  // state.json
+  // dst[0, count) <- elements [begin, begin + count) of unit `unit`'s vector `which` ("master",
+  // "exp_avg" or "exp_avg_sq"); throws unless the rank files cover the whole range.
+  void read(int64_t unit, const std::string& which, int64_t begin, int64_t count, float* dst) const;
+  // The CPU generator state saved by `rank` (rank 0's when there is no such file); undefined if none.
+  at::Tensor rng_state(int64_t rank) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 // Every parameter's full fp32 value (name -> tensor), assembled from all rank files of a complete
 // checkpoint in one process (no communicator): export, inspection, tests.
