@@ -19,11 +19,8 @@ trap 'rm -rf "$tmp"' EXIT
 source "$src/tests/integration/lib.sh"
 export OMP_NUM_THREADS=1
 
-tok="$src/tests/fixtures/tokenizer/mor-trained/bytelevel.json"
-"$mor" data prepare "$src/docs" --tokenizer "$tok" --out "$tmp/data" --val-fraction 0.1 --threads 1 -q \
-  >/dev/null 2>&1 || { echo "FAIL data prepare"; exit 1; }
-base=(--set model.vocab_size=640 --set "data.train_shards=$tmp/data/train_*.bin" --set "data.val_shards=$tmp/data/val_*.bin"
-      --set "data.tokenizer=$tok" --set train.seq_len=64 --set train.micro_batch_size=2 --set train.global_batch_size=2
+prepare_corpus "$src/docs"
+base=("${corpus_args[@]}" --set train.seq_len=64 --set train.micro_batch_size=2 --set train.global_batch_size=2
       --set train.max_steps=2 --set train.warmup_steps=1 --set train.eval_interval=0 --set train.eval_batches=1
       --set model.rope_theta=50000.0 --set model.init_std=0.2)
 tokens="1,17,42,7,300,5,99,123,8,64,2,610,33,250,4,18,77,501,9,12,600,3,41,200"

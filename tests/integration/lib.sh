@@ -18,3 +18,14 @@ check() {
   fi
   echo "ok   $name"; passed=$((passed+1))
 }
+
+# The training scripts' corpus: `prepare_corpus INPUT...` tokenizes the inputs with the checked-in
+# 600-token fixture tokenizer into $tmp/data (10% validation) and sets `tok` and `corpus_args`, the
+# --set flags that point a config at it (model.vocab_size 640 covers the tokenizer).
+prepare_corpus() {
+  tok="$src/tests/fixtures/tokenizer/mor-trained/bytelevel.json"
+  "$mor" data prepare "$@" --tokenizer "$tok" --out "$tmp/data" --val-fraction 0.1 --threads 1 -q \
+    >/dev/null 2>&1 || { echo "FAIL data prepare"; exit 1; }
+  corpus_args=(--set model.vocab_size=640 --set "data.train_shards=$tmp/data/train_*.bin"
+               --set "data.val_shards=$tmp/data/val_*.bin" --set "data.tokenizer=$tok")
+}

@@ -11,11 +11,8 @@ trap '[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
 source "$src/tests/integration/lib.sh"
 export OMP_NUM_THREADS=1
 
-tok="$src/tests/fixtures/tokenizer/mor-trained/bytelevel.json"
-"$mor" data prepare "$src/docs" "$src/README.md" --tokenizer "$tok" --out "$tmp/data" --val-fraction 0.1 --threads 1 -q \
-  >/dev/null 2>&1 || { echo "FAIL data prepare"; exit 1; }
-base=(--set model.vocab_size=640 --set "data.train_shards=$tmp/data/train_*.bin" --set "data.val_shards=$tmp/data/val_*.bin"
-      --set "data.tokenizer=$tok" --set train.seq_len=64 --set train.micro_batch_size=2 --set train.global_batch_size=4
+prepare_corpus "$src/docs" "$src/README.md"
+base=("${corpus_args[@]}" --set train.seq_len=64 --set train.micro_batch_size=2 --set train.global_batch_size=4
       --set train.max_steps=12 --set train.warmup_steps=2 --set train.log_interval=1 --set train.eval_interval=0
       --set train.eval_batches=2 --set train.save_interval=6 --set train.keep_checkpoints=0)
 run() { local dir="$1"; shift; "$mor" train "$src/configs/demo.yaml" "${base[@]}" --set "train.out_dir=$tmp/$dir" "$@"; }

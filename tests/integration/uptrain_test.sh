@@ -10,11 +10,8 @@ tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 source "$src/tests/integration/lib.sh"
 export OMP_NUM_THREADS=1
 
-tok="$src/tests/fixtures/tokenizer/mor-trained/bytelevel.json"
-"$mor" data prepare "$src/docs" "$src/README.md" --tokenizer "$tok" --out "$tmp/data" --val-fraction 0.1 --threads 1 -q \
-  >/dev/null 2>&1 || { echo "FAIL data prepare"; exit 1; }
-common=(--set model.vocab_size=640 --set "data.train_shards=$tmp/data/train_*.bin" --set "data.val_shards=$tmp/data/val_*.bin"
-        --set "data.tokenizer=$tok" --set train.seq_len=64 --set train.micro_batch_size=4 --set train.global_batch_size=4
+prepare_corpus "$src/docs" "$src/README.md"
+common=("${corpus_args[@]}" --set train.seq_len=64 --set train.micro_batch_size=4 --set train.global_batch_size=4
         --set train.warmup_steps=2 --set train.log_interval=1 --set train.eval_interval=0 --set train.eval_batches=1)
 first_loss() { "$py" -c '
 import json, sys
@@ -23,7 +20,7 @@ for line in open(sys.argv[1]):
     if r["kind"] == "train": print(r["lm_loss"]); break' "$tmp/$1/metrics.jsonl"; }
 
 check "train a vanilla base" 0 "done: 30 steps" -- "$mor" train "$src/configs/demo.yaml" "$src/configs/model/tiny-vanilla.yaml" \
-  "${common[@]}" --set model.vocab_size=640 --set train.max_steps=30 --set "train.out_dir=$tmp/base"
+  "${common[@]}" --set train.max_steps=30 --set "train.out_dir=$tmp/base"
 check "export it" 0 "" -- "$mor" export "$tmp/base" --out "$tmp/base-bundle"
 for strategy in stepwise lower upper random average; do
   check "uptrain ($strategy)" 0 "parameter set 1 <- source layer" -- "$mor" uptrain "$tmp/base-bundle" \
