@@ -25,9 +25,9 @@ inline std::string unique_temp_path(const std::string& stem) {
   return (dir / (stem + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++))).string();
 }
 
-// Runs fn(comm) on `world` threads; rethrows the first exception of any rank after all joined.
-inline void run_ranks(int64_t world, const std::function<void(dist::Communicator&)>& fn,
-                      std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
+// Runs fn(rank, store) on `world` threads that meet through one fresh FileStore path; rethrows the
+// first exception of any rank after all joined.
+inline void run_rank_threads(int64_t world, const std::function<void(int64_t rank, const std::string& store)>& fn) {
   const std::string store = unique_temp_path("mor-store");
   std::exception_ptr first;
   std::mutex mu;
@@ -35,13 +35,7 @@ inline void run_ranks(int64_t world, const std::function<void(dist::Communicator
   for (int64_t r = 0; r < world; ++r) {
     threads.emplace_back([&, r] {
       try {
-        dist::CommOptions opts;
-        opts.world.rank = r;
-        opts.world.world_size = world;
-        opts.file_store = store;
-        opts.timeout = timeout;
-        auto comm = dist::make_communicator(opts);
-        fn(*comm);
+        fn(r, store);
       } catch (...) {
         const std::lock_guard<std::mutex> lock(mu);
         if (!first) first = std::current_exception();
@@ -52,6 +46,20 @@ inline void run_ranks(int64_t world, const std::function<void(dist::Communicator
   std::error_code ec;
   std::filesystem::remove(store, ec);
   if (first) std::rethrow_exception(first);
+}
+
+// Runs fn(comm) on `world` threads, each with its own Gloo communicator.
+inline void run_ranks(int64_t world, const std::function<void(dist::Communicator&)>& fn,
+                      std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
+  run_rank_threads(world, [&](int64_t rank, const std::string& store) {
+    dist::CommOptions opts;
+    opts.world.rank = rank;
+    opts.world.world_size = world;
+    opts.file_store = store;
+    opts.timeout = timeout;
+    auto comm = dist::make_communicator(opts);
+    fn(*comm);
+  });
 }
 
 }  // namespace mor::testing

@@ -81,34 +81,17 @@ config::Config run_config(const config::ModelConfig& model, const std::string& o
 // Runs the trainer on `world` ranks; returns rank 0's result.
 train::TrainResult run(const config::Config& c, int64_t world, train::Faults faults = {}, bool resume = true) {
   train::TrainResult out;
-  std::mutex mu;
-  const std::string store = unique_temp_path("mor-train-store");
-  std::exception_ptr first;
-  std::vector<std::thread> threads;
-  for (int64_t r = 0; r < world; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        train::TrainOptions o;
-        o.world.rank = r;
-        o.world.world_size = world;
-        o.file_store = world > 1 ? store : "";
-        o.console = false;
-        o.resume = resume;
-        o.faults = faults;
-        auto res = train::train(c, o);
-        if (r == 0) {
-          const std::lock_guard<std::mutex> lock(mu);
-          out = res;
-        }
-      } catch (...) {
-        const std::lock_guard<std::mutex> lock(mu);
-        if (!first) first = std::current_exception();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  rm_rf(store);
-  if (first) std::rethrow_exception(first);
+  run_rank_threads(world, [&](int64_t rank, const std::string& store) {
+    train::TrainOptions o;
+    o.world.rank = rank;
+    o.world.world_size = world;
+    o.file_store = world > 1 ? store : "";
+    o.console = false;
+    o.resume = resume;
+    o.faults = faults;
+    auto res = train::train(c, o);
+    if (rank == 0) out = std::move(res);
+  });
   return out;
 }
 
@@ -269,27 +252,21 @@ TEST(Trainer, AFailingRankMakesTheOthersStopWithAClearError) {
   f.throw_after_step = 2;
   f.kill_rank = 1;
   std::vector<std::string> errors(2);
-  const std::string store = unique_temp_path("mor-train-store");
-  std::vector<std::thread> threads;
-  for (int64_t r = 0; r < 2; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        train::TrainOptions o;
-        o.world.rank = r;
-        o.world.world_size = 2;
-        o.file_store = store;
-        o.console = false;
-        o.faults = f;
-        train::train(c, o);
-      } catch (const std::exception& e) {
-        errors[r] = e.what();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
+  run_rank_threads(2, [&](int64_t rank, const std::string& store) {
+    try {
+      train::TrainOptions o;
+      o.world.rank = rank;
+      o.world.world_size = 2;
+      o.file_store = store;
+      o.console = false;
+      o.faults = f;
+      train::train(c, o);
+    } catch (const std::exception& e) {
+      errors[rank] = e.what();
+    }
+  });
   EXPECT_NE(errors[1].find("fault injection"), std::string::npos) << errors[1];
   EXPECT_NE(errors[0].find("collective"), std::string::npos) << "rank 0: " << errors[0];
-  rm_rf(store);
   rm_rf(dir);
 }
 
