@@ -505,17 +505,17 @@ TrainResult train(const config::Config& cfg, const TrainOptions& options) {
       if (out.depth_counts.defined()) stats.narrow(0, kHist + n_r + 1, n_r).add_(out.depth_counts.cpu());
     }
     // Gradient norms over this rank's shard elements (replicated ones counted once, on rank 0).
-    double sq_main = 0.0, sq_aux = 0.0;
+    // Summed on the device and read once per step (one synchronisation, not one per parameter).
+    at::Tensor sq = at::zeros({2}, at::TensorOptions().dtype(at::kDouble).device(device));
     if (!replicated_grads || rank == 0) {
       for (size_t u = 0; u < sharded.units().size(); ++u) {
         const at::Tensor& g = sharded.units()[u].grad;
-        for (const auto& s : main_spans[u]) sq_main += g.narrow(0, s.shard_offset, s.length).pow(2).sum().item<double>();
-        for (const auto& s : aux_spans[u]) sq_aux += g.narrow(0, s.shard_offset, s.length).pow(2).sum().item<double>();
+        for (const auto& s : main_spans[u]) sq[0] += g.narrow(0, s.shard_offset, s.length).to(at::kDouble).pow(2).sum();
+        for (const auto& s : aux_spans[u]) sq[1] += g.narrow(0, s.shard_offset, s.length).to(at::kDouble).pow(2).sum();
       }
     }
     stats[5] = (options.stop != nullptr && options.stop->load()) ? 1.0 : 0.0;
-    stats[6] = sq_main;
-    stats[7] = sq_aux;
+    stats.narrow(0, 6, 2).copy_(sq);
     at::Tensor reduced = stats.to(device);
     comm->all_reduce_sum(reduced);
     reduced = reduced.cpu().contiguous();
