@@ -192,7 +192,7 @@ void for_each_field(C& c, V&& v) {
   v("train.precision", t.precision, Meta{kAnyValue, "compute precision; auto: bf16 on GPU, fp32 on CPU"});
   v("train.sharding", t.sharding, Meta{kAnyValue, "parameter/gradient sharding across ranks"});
   v("train.activation_checkpointing", t.activation_checkpointing,
-    Meta{kAnyValue, "recompute block activations in the backward pass"});
+    Meta{kAnyValue, "recompute each decoder layer in the backward pass (less activation memory)"});
   v("train.log_interval", t.log_interval, Meta{kPositive, "optimizer steps between metric lines"});
   v("train.eval_interval", t.eval_interval, Meta{kNonNegative, "steps between validation runs (0: only at the end)"});
   v("train.eval_batches", t.eval_batches, Meta{kNonNegative, "validation batches per evaluation"});

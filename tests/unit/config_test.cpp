@@ -460,6 +460,30 @@ TEST(ConfigDump, EveryPresetInConfigsRoundTrips) {
   }
 }
 
+// docs/configuration.md's key table is generated from key_reference(); it must list every key
+// with its current type, default and description (regenerate the table when this fails).
+TEST(ConfigReference, DocsTableListsEveryKeyAsTheReferenceDoes) {
+  std::ifstream in(fs::path(MOR_SOURCE_DIR) / "docs" / "configuration.md");
+  ASSERT_TRUE(in.good());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string docs = ss.str();
+  std::istringstream lines(key_reference());
+  std::string line;
+  while (std::getline(lines, line)) {
+    std::istringstream fields(line);
+    std::string key, type, def;
+    fields >> key >> type >> def;
+    std::string description;
+    std::getline(fields, description);
+    description.erase(0, description.find_first_not_of(' '));
+    std::string escaped;
+    for (char c : description) escaped += c == '|' ? std::string("\\|") : std::string(1, c);
+    const std::string row = "| `" + key + "` | " + type + " | `" + def + "` | " + escaped + " |";
+    EXPECT_NE(docs.find(row), std::string::npos) << "docs/configuration.md lacks or misstates:\n" << row;
+  }
+}
+
 TEST(ConfigReference, OneLinePerKeyWithTypeDefaultAndDescription) {
   const std::vector<std::string> keys = reference_keys();
   // Count the leaf keys of the dumped defaults independently: "name: value" lines, not section headers.
