@@ -137,6 +137,11 @@ const RuleCase kRuleCases[] = {
     {"EvalIntervalNotNegative", "train:\n  eval_interval: -1\n", "t.yaml:2: train.eval_interval: must be >= 0"},
     {"SaveIntervalNotNegative", "train:\n  save_interval: -1\n", "t.yaml:2: train.save_interval: must be >= 0"},
     {"EvalBatchesNotNegative", "train:\n  eval_batches: -1\n", "t.yaml:2: train.eval_batches: must be >= 0"},
+    {"KeepCheckpointsNotNegative", "train:\n  keep_checkpoints: -1\n", "t.yaml:2: train.keep_checkpoints: must be >= 0"},
+    {"MaxBadStepsPositive", "train:\n  max_bad_steps: 0\n", "t.yaml:2: train.max_bad_steps: must be > 0"},
+    {"DistTimeoutPositive", "train:\n  dist_timeout_s: 0\n", "t.yaml:2: train.dist_timeout_s: must be > 0"},
+    {"DeviceNamed", "train:\n  device: gpu\n", "t.yaml:2: train.device: must be auto, cpu, cuda or cuda:N, got \"gpu\""},
+    {"DeviceIndexNumeric", "train:\n  device: cuda:x\n", "t.yaml:2: train.device: must be auto, cpu, cuda or cuda:N"},
     {"SeqLenWithinModelMaxSeqLen", "model:\n  max_seq_len: 256\ntrain:\n  seq_len: 512\n",
      "t.yaml:4: train.seq_len: must be <= model.max_seq_len (256), got 512"},
     // data, eval, engine
