@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Generates src/eval/pystr_tables.cpp: the Unicode tables behind mor::eval::py (pystr.h).
+
+Usage: gen_pystr_tables.py [OUT]   (default: src/eval/pystr_tables.cpp next to this script's repo)
+Run with CPython 3.11 (the Python lm-evaluation-harness prompts are compared against):
+  /root/.local/share/mor/venv/bin/python tools/gen_pystr_tables.py
+
+Everything is read off CPython's own behaviour, code point by code point:
+  lower/upper/title   chr(c).lower() / .upper() / .title() where they differ from chr(c)
+  space digit alpha   str.isspace() / isdigit() / isalpha()
+  printable           str.isprintable() (what repr() leaves unescaped)
+  decimal             unicodedata.decimal() (what int()/float() accept as digits)
+  cased               CPython's Cased flag, observed through title(): (c + 'A').title() ends in 'a'
+  case_ignorable      CPython's Case_Ignorable flag, observed through the final-sigma rule of lower():
+                      ('AΣ' + c).lower()[1] == 'ς' iff ignorable or not cased, and
+                      ('A' + c + 'Σ').lower()[-1] == 'ς' iff ignorable or cased.
+Both flags are therefore exact (no category approximation).
+"""
+import os
+import sys
+import unicodedata
+
+MAX_CP = 0x110000
+
+
+def is_surrogate(c: int) -> bool:
+    return 0xD800 <= c <= 0xDFFF
+
+
+def code_points():
+    return (c for c in range(MAX_CP) if not is_surrogate(c))
+
+
+def case_map(fn):
+    single, special = {}, {}
+    for c in code_points():
+        m = fn(chr(c))
+        if m == chr(c):
+            continue
+        assert 1 <= len(m) <= 3, (hex(c), m)
+        if len(m) == 1:
+            single[c] = ord(m)
+        else:
+            special[c] = [ord(x) for x in m]
+    return single, special
+
+
+def delta_runs(single):
+    """Runs (first, last, delta, stride) covering `single`; spans never overlap."""
+    cps = sorted(single)
+    runs = []
+    i = 0
+    while i < len(cps):
+        first = cps[i]
+        delta = single[first] - first
+        last = first
+        j = i + 1
+        while j < len(cps) and cps[j] == last + 1 and single[cps[j]] - cps[j] == delta:
+            last = cps[j]
+            j += 1
+        stride = 1
+        if last == first:
+            while (j < len(cps) and cps[j] == last + 2 and last + 1 not in single
+                   and single[cps[j]] - cps[j] == delta):
+                last = cps[j]
+                j += 1
+            if last != first:
+                stride = 2
+        runs.append((first, last, delta, stride))
+        i = j
+    return runs
+
+
+def ranges(pred):
+    out = []
+    start = None
+    for c in range(MAX_CP + 1):
+        ok = c < MAX_CP and not is_surrogate(c) and pred(c)
+        if ok and start is None:
+            start = c
+        elif not ok and start is not None:
+            out.append((start, c - 1))
+            start = None
+    return out
+
+
+def decimal_ranges():
+    out = []
+    for first, last in ranges(lambda c: unicodedata.decimal(chr(c), -1) >= 0):
+        c = first
+        while c <= last:
+            v = unicodedata.decimal(chr(c))
+            end = c
+            while end + 1 <= last and unicodedata.decimal(chr(end + 1)) == unicodedata.decimal(chr(end)) + 1:
+                end += 1
+            out.append((c, end, v))
+            c = end + 1
+    return out
+
+
+def is_cased(c: int) -> bool:
+    return (chr(c) + "A").title()[-1] == "a"
+
+
+def is_case_ignorable(c: int) -> bool:
+    if is_cased(c):
+        return ("A\u03a3" + chr(c)).lower()[1] == "\u03c2"
+    return ("A" + chr(c) + "\u03a3").lower()[-1] == "\u03c2"
+
+
+def fmt_rows(rows, per_line):
+    lines = []
+    for k in range(0, len(rows), per_line):
+        lines.append("    " + " ".join(rows[k:k + per_line]))
+    return "\n".join(lines)
+
+
+def emit_ranges(name, rs):
+    rows = ["{0x%X, 0x%X}," % r for r in rs]
+    return ("const Range %s[] = {\n%s\n};\nconst size_t %sSize = %d;\n" % (name, fmt_rows(rows, 6), name, len(rs)))
+
+
+def emit_case(name, single, special):
+    runs = delta_runs(single)
+    rows = ["{0x%X, 0x%X, %d, %d}," % r for r in runs]
+    out = "const CaseRun %sRuns[] = {\n%s\n};\nconst size_t %sRunsSize = %d;\n" % (
+        name, fmt_rows(rows, 4), name, len(runs))
+    srows = []
+    for c in sorted(special):
+        to = special[c] + [0] * (3 - len(special[c]))
+        srows.append("{0x%X, {0x%X, 0x%X, 0x%X}}," % (c, *to))
+    out += "const CaseSpecial %sSpecial[] = {\n%s\n};\nconst size_t %sSpecialSize = %d;\n" % (
+        name, fmt_rows(srows, 3), name, len(special))
+    return out
+
+
+def main() -> int:
+    if sys.version_info[:2] != (3, 11):
+        print("warning: tables are meant to come from CPython 3.11, running %s" % sys.version.split()[0],
+              file=sys.stderr)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out_path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(root, "src", "eval", "pystr_tables.cpp")
+
+    parts = [
+        "// GENERATED by tools/gen_pystr_tables.py from CPython %s (Unicode %s); do not edit.\n"
+        "// Regenerate: /root/.local/share/mor/venv/bin/python tools/gen_pystr_tables.py\n"
+        % (sys.version.split()[0], unicodedata.unidata_version),
+        '#include "pystr_tables.h"\n\nnamespace mor::eval::py::tables {\n',
+    ]
+    for name, fn in (("kLower", str.lower), ("kUpper", str.upper), ("kTitle", str.title)):
+        parts.append(emit_case(name, *case_map(fn)))
+    parts.append(emit_ranges("kSpace", ranges(lambda c: chr(c).isspace())))
+    parts.append(emit_ranges("kDigit", ranges(lambda c: chr(c).isdigit())))
+    parts.append(emit_ranges("kAlpha", ranges(lambda c: chr(c).isalpha())))
+    parts.append(emit_ranges("kPrintable", ranges(lambda c: chr(c).isprintable())))
+    parts.append(emit_ranges("kCased", ranges(is_cased)))
+    parts.append(emit_ranges("kCaseIgnorable", ranges(is_case_ignorable)))
+    dec = decimal_ranges()
+    rows = ["{0x%X, 0x%X, %d}," % r for r in dec]
+    parts.append("const DecimalRange kDecimal[] = {\n%s\n};\nconst size_t kDecimalSize = %d;\n"
+                 % (fmt_rows(rows, 4), len(dec)))
+    parts.append("\n}  // namespace mor::eval::py::tables\n")
+    with open(out_path, "w", encoding="utf-8") as f:
+        f.write("\n".join(parts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
