@@ -2,6 +2,7 @@
 #include "mor/train/export.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <map>
 
@@ -88,6 +89,47 @@ ExportResult export_checkpoint(const std::string& checkpoint_or_run_dir, const s
   model::write_bundle(out_dir, cfg.model, spec.parameters(), source, options);
   result.tensors = static_cast<int64_t>(spec.parameters().size());
   return result;
+}
+
+std::unique_ptr<model::MoRModel> load_checkpoint_model(const std::string& checkpoint_or_run_dir,
+                                                       at::ScalarType dtype, at::Device device,
+                                                       config::Config* config) {
+  const std::string dir = resolve_checkpoint(checkpoint_or_run_dir);
+  const config::Config cfg = checkpoint_config(dir);
+  const CheckpointReader reader(dir);
+  auto model = std::make_unique<model::MoRModel>(cfg.model, at::kFloat, at::kCPU);
+  std::map<std::string, at::Tensor> values;
+  for (auto& [name, value] : load_consolidated(dir)) values.emplace(name, std::move(value));
+  {
+    const at::NoGradGuard no_grad;
+    for (const auto& p : model->parameters()) {
+      const auto it = values.find(p.name);
+      MOR_CHECK(it != values.end(), dir, ": the checkpoint has no tensor ", p.name);
+      MOR_CHECK(it->second.sizes() == p.tensor.sizes(), dir, ": tensor ", p.name, " has shape ", it->second.sizes(),
+                ", the configuration needs ", p.tensor.sizes());
+      p.tensor.copy_(it->second);
+    }
+    const auto& bias = reader.state().balance_bias;
+    if (!bias.empty() && model->balance_bias().defined() && model->balance_bias().numel() == static_cast<int64_t>(bias.size())) {
+      at::Tensor b = model->balance_bias();
+      b.copy_(at::tensor(bias, at::kDouble).to(b.options()));
+    }
+  }
+  if (dtype != at::kFloat || device != at::Device(at::kCPU)) {
+    // Rebuild on the target device/dtype from the loaded fp32 values.
+    auto moved = std::make_unique<model::MoRModel>(cfg.model, dtype, device);
+    const at::NoGradGuard no_grad;
+    for (size_t i = 0; i < moved->parameters().size(); ++i) {
+      moved->parameters()[i].tensor.copy_(model->parameters()[i].tensor);
+    }
+    if (model->balance_bias().defined()) {
+      at::Tensor b = moved->balance_bias();
+      b.copy_(model->balance_bias());
+    }
+    model = std::move(moved);
+  }
+  if (config) *config = cfg;
+  return model;
 }
 
 }  // namespace mor::train

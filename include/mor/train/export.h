@@ -4,6 +4,7 @@
 // memory, let alone twice.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -31,5 +32,12 @@ ExportResult export_checkpoint(const std::string& checkpoint_or_run_dir, const s
 // The checkpoint `path` denotes: itself when it has COMPLETE, else the newest complete checkpoint
 // of the run directory `path`. Throws when it is neither.
 std::string resolve_checkpoint(const std::string& path);
+
+// The model a checkpoint (or a run's newest complete one) holds, for evaluation without an export:
+// the configuration from config.yaml (returned in `config` when not null), the parameters
+// assembled from the rank files, the token-choice balancing bias from state.json.
+std::unique_ptr<model::MoRModel> load_checkpoint_model(const std::string& checkpoint_or_run_dir,
+                                                       at::ScalarType dtype, at::Device device,
+                                                       config::Config* config = nullptr);
 
 }  // namespace mor::train
