@@ -41,6 +41,10 @@ if ! "$venv/bin/python" -c 'import transformers' 2>/dev/null; then
   say "installing transformers into $venv (tests/integration/hf_parity_test.sh)"
   "$venv/bin/python" -m pip install -q "transformers==5.24.0"
 fi
+if ! "$venv/bin/python" -c 'import lm_eval' 2>/dev/null; then
+  say "installing lm-eval into $venv (tests/integration/lm_eval_parity_test.sh: parity with the harness)"
+  "$venv/bin/python" -m pip install -q "lm-eval[hf]==0.4.13"
+fi
 torch_prefix="$("$venv/bin/python" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)' 2>/dev/null)"
 
 # 3. Configure (once) and build.
