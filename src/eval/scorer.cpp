@@ -4,6 +4,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include <algorithm>
+#include <map>
 #include <numeric>
 
 #include "mor/core/error.h"
@@ -47,12 +48,27 @@ class ModelScorer final : public LoglikelihoodScorer {
       inputs[static_cast<size_t>(i)] = std::move(tail);
       MOR_CHECK(cont > 0, "request ", i, ": the continuation does not fit in ", max_length_, " tokens");
     }
+    // Requests with the same model input share one forward (e.g. the single-token choices " A".."
+    // D" of an MMLU question): each reads its own targets from the shared row.
+    std::vector<std::vector<int64_t>> rows;
+    std::vector<std::vector<int64_t>> members;  // row -> requests
+    {
+      std::map<std::vector<int64_t>, int64_t> seen;
+      for (int64_t i = 0; i < n; ++i) {
+        auto [it, inserted] = seen.emplace(inputs[static_cast<size_t>(i)], static_cast<int64_t>(rows.size()));
+        if (inserted) {
+          rows.push_back(inputs[static_cast<size_t>(i)]);
+          members.emplace_back();
+        }
+        members[static_cast<size_t>(it->second)].push_back(i);
+      }
+    }
     // Longest first, ties by tokens (the harness's Collator order), so batches are length-homogeneous.
-    std::vector<int64_t> order(static_cast<size_t>(n));
+    std::vector<int64_t> order(rows.size());
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-      const auto& x = inputs[static_cast<size_t>(a)];
-      const auto& y = inputs[static_cast<size_t>(b)];
+      const auto& x = rows[static_cast<size_t>(a)];
+      const auto& y = rows[static_cast<size_t>(b)];
       if (x.size() != y.size()) return x.size() > y.size();
       return x < y;
     });
@@ -63,13 +79,17 @@ class ModelScorer final : public LoglikelihoodScorer {
     size_t start = 0;
     while (start < order.size()) {
       size_t end = start + 1;
-      const size_t first_len = inputs[static_cast<size_t>(order[start])].size();
+      const size_t first_len = rows[static_cast<size_t>(order[start])].size();
       while (end < order.size() && static_cast<int64_t>(end - start) < options_.batch_size &&
-             (!topk || inputs[static_cast<size_t>(order[end])].size() == first_len)) {
+             (!topk || rows[static_cast<size_t>(order[end])].size() == first_len)) {
         ++end;
       }
-      run_batch(order, start, end, inputs, targets, results);
-      if (progress) progress->add(static_cast<int64_t>(end - start));
+      run_batch(order, start, end, rows, members, targets, results);
+      if (progress) {
+        int64_t done = 0;
+        for (size_t k = start; k < end; ++k) done += static_cast<int64_t>(members[static_cast<size_t>(order[k])].size());
+        progress->add(done);
+      }
       start = end;
     }
     return results;
@@ -77,26 +97,28 @@ class ModelScorer final : public LoglikelihoodScorer {
 
  private:
   void run_batch(const std::vector<int64_t>& order, size_t start, size_t end,
-                 const std::vector<std::vector<int64_t>>& inputs, const std::vector<std::vector<int64_t>>& targets,
-                 std::vector<LoglikelihoodResult>& results) {
-    const int64_t rows = static_cast<int64_t>(end - start);
+                 const std::vector<std::vector<int64_t>>& rows, const std::vector<std::vector<int64_t>>& members,
+                 const std::vector<std::vector<int64_t>>& targets, std::vector<LoglikelihoodResult>& results) {
+    const int64_t batch = static_cast<int64_t>(end - start);
     int64_t width = 0;
-    for (size_t k = start; k < end; ++k) width = std::max<int64_t>(width, inputs[static_cast<size_t>(order[k])].size());
-    at::Tensor tokens = at::zeros({rows, width}, at::kLong);
+    for (size_t k = start; k < end; ++k) width = std::max<int64_t>(width, rows[static_cast<size_t>(order[k])].size());
+    at::Tensor tokens = at::zeros({batch, width}, at::kLong);
     auto acc = tokens.accessor<int64_t, 2>();
-    // Flat (row * width + position) indices of the scored positions, and their target tokens.
+    // Flat (row * width + position) indices of the scored positions, their target tokens and the
+    // request each belongs to.
     std::vector<int64_t> positions, target_ids, owner;
-    for (int64_t b = 0; b < rows; ++b) {
-      const int64_t id = order[start + static_cast<size_t>(b)];
-      const auto& in = inputs[static_cast<size_t>(id)];
-      const auto& tg = targets[static_cast<size_t>(id)];
+    for (int64_t b = 0; b < batch; ++b) {
+      const auto& in = rows[static_cast<size_t>(order[start + static_cast<size_t>(b)])];
       for (size_t t = 0; t < in.size(); ++t) acc[b][static_cast<int64_t>(t)] = in[t];
       const int64_t len = static_cast<int64_t>(in.size());
-      const int64_t cont = static_cast<int64_t>(tg.size());
-      for (int64_t j = 0; j < cont; ++j) {
-        positions.push_back(b * width + (len - cont + j));
-        target_ids.push_back(tg[static_cast<size_t>(j)]);
-        owner.push_back(b);
+      for (int64_t req : members[static_cast<size_t>(order[start + static_cast<size_t>(b)])]) {
+        const auto& tg = targets[static_cast<size_t>(req)];
+        const int64_t cont = static_cast<int64_t>(tg.size());
+        for (int64_t j = 0; j < cont; ++j) {
+          positions.push_back(b * width + (len - cont + j));
+          target_ids.push_back(tg[static_cast<size_t>(j)]);
+          owner.push_back(req);
+        }
       }
     }
     model::ForwardOptions fo;
@@ -104,29 +126,28 @@ class ModelScorer final : public LoglikelihoodScorer {
     const model::ForwardOutput out = model_.forward(tokens.to(model_.device()), fo);
     const int64_t vocab = out.logits.size(-1);
     const at::Tensor idx = at::tensor(positions, at::kLong).to(model_.device());
-    const at::Tensor picked = out.logits.reshape({rows * width, vocab}).index_select(0, idx).to(at::kFloat);
+    const at::Tensor picked = out.logits.reshape({batch * width, vocab}).index_select(0, idx).to(at::kFloat);
     const at::Tensor logp = at::log_softmax(picked, -1);
     const at::Tensor tgt = at::tensor(target_ids, at::kLong).to(model_.device());
     const at::Tensor token_ll = logp.gather(1, tgt.unsqueeze(1)).squeeze(1).to(at::kCPU, at::kDouble).contiguous();
     const at::Tensor greedy = logp.argmax(1).eq(tgt).to(at::kCPU).contiguous();
     const double* ll = token_ll.data_ptr<double>();
     const bool* gr = greedy.data_ptr<bool>();
-    std::vector<double> sums(static_cast<size_t>(rows), 0.0);
-    std::vector<bool> all_greedy(static_cast<size_t>(rows), true);
-    for (size_t k = 0; k < positions.size(); ++k) {
-      sums[static_cast<size_t>(owner[k])] += ll[k];
-      if (!gr[k]) all_greedy[static_cast<size_t>(owner[k])] = false;
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t req : members[static_cast<size_t>(order[start + static_cast<size_t>(b)])]) {
+        results[static_cast<size_t>(req)] = LoglikelihoodResult{0.0, true};
+      }
     }
-    for (int64_t b = 0; b < rows; ++b) {
-      auto& r = results[static_cast<size_t>(order[start + static_cast<size_t>(b)])];
-      r.ll = sums[static_cast<size_t>(b)];
-      r.is_greedy = all_greedy[static_cast<size_t>(b)];
+    for (size_t k = 0; k < positions.size(); ++k) {
+      auto& r = results[static_cast<size_t>(owner[k])];
+      r.ll += ll[k];
+      if (!gr[k]) r.is_greedy = false;
     }
     if (!histogram_.empty() && out.depth.defined()) {
       const at::Tensor depth = out.depth.to(at::kCPU).contiguous();
       auto d = depth.accessor<int64_t, 2>();
-      for (int64_t b = 0; b < rows; ++b) {
-        const int64_t len = static_cast<int64_t>(inputs[static_cast<size_t>(order[start + static_cast<size_t>(b)])].size());
+      for (int64_t b = 0; b < batch; ++b) {
+        const int64_t len = static_cast<int64_t>(rows[static_cast<size_t>(order[start + static_cast<size_t>(b)])].size());
         for (int64_t t = 0; t < len; ++t) {
           const int64_t v = std::clamp<int64_t>(d[b][t], 0, static_cast<int64_t>(histogram_.size()) - 1);
           ++histogram_[static_cast<size_t>(v)];

@@ -7,8 +7,9 @@
 // positions; is_greedy = every continuation token is the argmax. Requests are sorted by descending
 // length (ties by tokens), batched, right-padded to the longest in the batch (causal attention and
 // causal routing make padding invisible to real tokens) and returned in request order: results do
-// not depend on the batch size. With non-causal top-k routing padding would take part in the top-k,
-// so batches then only hold requests of one length.
+// not depend on the batch size. Requests with identical inputs (the single-token choices of an
+// MMLU question) share one forward. With non-causal top-k routing padding would take part in the
+// top-k, so batches then only hold inputs of one length.
 #pragma once
 
 #include <cstdint>
@@ -39,7 +40,7 @@ class LoglikelihoodScorer {
   // One result per request, in request order. `progress` (may be null) advances by requests.
   virtual std::vector<LoglikelihoodResult> score(const std::vector<TokenizedRequest>& requests,
                                                  core::Progress* progress) = 0;
-  // Recursion depth histogram of every scored input token so far: [N_r + 1] counts of depth
+  // Recursion depth histogram of every input token forwarded so far: [N_r + 1] counts of depth
   // 0..N_r; empty for models without recursion.
   virtual std::vector<int64_t> depth_histogram() const { return {}; }
   virtual int64_t max_length() const = 0;
