@@ -19,6 +19,7 @@
 
 #include "mor/config/config.h"
 #include "mor/model/attention.h"
+#include "mor/model/decode.h"
 #include "mor/model/layout.h"
 
 namespace mor::model {
@@ -126,6 +127,12 @@ class MoRModel {
   at::Device device() const { return device_; }
 
   ForwardOutput forward(const at::Tensor& tokens, const ForwardOptions& options = {}) const;
+
+  // Incremental inference over an external K/V cache (model/decode.h): the new tokens of every
+  // chunk, the same logits and depths as forward() with causal routing on the whole sequences.
+  // Inference only (no autograd). Throws mor::Error for top-k routing or positions past max_seq_len.
+  DecodeOutput forward_cached(const std::vector<DecodeChunk>& chunks, KvCache& cache,
+                              const DecodeOptions& options = {}) const;
 
   // targets [B, T] int64 aligned with the logits (already shifted); -100 is ignored.
   LossTerms loss(const ForwardOutput& out, const at::Tensor& targets,
