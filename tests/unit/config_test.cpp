@@ -139,9 +139,14 @@ std::vector<std::string> reference_keys() {
   return keys;
 }
 
+// Configuration presets under `dir`: every *.yaml except the evaluation task files
+// (configs/eval/tasks/, a different format: docs/evaluation.md).
 std::vector<fs::path> yaml_files_under(const fs::path& dir) {
   std::vector<fs::path> files;
   for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+    if (entry.path().parent_path().filename() == "tasks" && entry.path().parent_path().parent_path().filename() == "eval") {
+      continue;
+    }
     if (entry.is_regular_file() && entry.path().extension() == ".yaml") files.push_back(entry.path());
   }
   std::sort(files.begin(), files.end());
