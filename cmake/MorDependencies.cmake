@@ -10,6 +10,9 @@ find_package(nlohmann_json REQUIRED)
 find_package(zstd REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+# cpp-httplib: Debian ships it as a library built with OpenSSL/zlib/brotli support; the pkg-config
+# target carries the matching CPPHTTPLIB_* definitions and the link flags.
+pkg_check_modules(CPPHTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 
 if(NOT Torch_DIR)
   # Fall back to the project's virtualenv (tools/setup.sh), or any python that has torch.

@@ -10,7 +10,8 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 debs="$repo/.debs"
 pkgs=(libgloo-dev libyaml-cpp-dev libyaml-cpp0.7 libspdlog-dev libspdlog1.10 libfmt-dev libfmt9 libcli11-dev
       libgtest-dev libgmock-dev googletest libbenchmark-dev libbenchmark1debian nlohmann-json3-dev
-      libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libzstd-dev libzstd1 pkg-config)
+      libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libzstd-dev libzstd1 pkg-config
+      libcpp-httplib-dev libcpp-httplib0.11 libbrotli1)
 
 if [ "${1:-}" = "--download" ]; then
   mkdir -p "$debs" && cd "$debs" && apt-get download "${pkgs[@]}"
