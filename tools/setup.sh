@@ -20,7 +20,7 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 # 1. Debian packages (only the missing ones are installed).
 packages=(build-essential cmake ninja-build ccache pkg-config git
           libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev
-          libbenchmark-dev nlohmann-json3-dev libpcre2-dev libzstd-dev libgloo-dev libcpp-httplib-dev
+          libbenchmark-dev nlohmann-json3-dev libpcre2-dev libzstd-dev libgloo-dev libcpp-httplib-dev curl
           clang libclang-rt-14-dev  # libFuzzer targets (tests/fuzz)
           python3.11-doc jargon-text)  # the last two carry the demo corpus (tools/demo_data.sh)
 python3 -m venv --help >/dev/null 2>&1 || packages+=(python3 python3-venv)

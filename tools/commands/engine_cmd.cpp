@@ -80,7 +80,11 @@ Loaded load(const ModelFlags& f) {
     tokenizer_path = info.tokenizer_json;
     if (info.eos_token_id) out.eos = static_cast<int32_t>(*info.eos_token_id);
   } else {
-    MOR_CHECK(core::is_directory(f.path), f.path, ": not a bundle (no mor_bundle.json), checkpoint or run directory");
+    try {
+      (void)train::resolve_checkpoint(f.path);
+    } catch (const Error& e) {
+      fail(f.path, ": not a bundle (no mor_bundle.json), and ", e.what());
+    }
     config::Config cfg;
     out.model = std::shared_ptr<model::MoRModel>(train::load_checkpoint_model(f.path, dtype, device, &cfg));
     tokenizer_path = cfg.data.tokenizer;
