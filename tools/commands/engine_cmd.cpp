@@ -52,7 +52,9 @@ struct Loaded {
 };
 
 void add_model_flags(CLI::App* cmd, ModelFlags& f) {
-  cmd->add_option("model", f.path, "Bundle (mor export / mor import), checkpoint or run directory")->required();
+  cmd->add_option("model", f.path,
+                  "Bundle (mor export / mor import), checkpoint or run directory, or a config YAML (initial weights)")
+      ->required();
   cmd->add_option("--device", f.device, "auto | cpu | cuda")->capture_default_str();
   cmd->add_option("--dtype", f.dtype, "auto (bfloat16 on CUDA, float32 on CPU) | float32 | bfloat16")
       ->capture_default_str();
@@ -63,7 +65,8 @@ void add_model_flags(CLI::App* cmd, ModelFlags& f) {
 
 Loaded load(const ModelFlags& f) {
   Loaded out;
-  if (!f.config.files.empty() || !f.config.overrides.empty()) {
+  const bool from_yaml = core::ends_with(f.path, ".yaml") || core::ends_with(f.path, ".yml");
+  if (!from_yaml && (!f.config.files.empty() || !f.config.overrides.empty())) {
     out.engine = config::load(f.config.files, f.config.overrides).engine;
   }
   MOR_CHECK(f.device == "auto" || f.device == "cpu" || f.device == "cuda", "--device: '", f.device,
@@ -74,7 +77,16 @@ Loaded load(const ModelFlags& f) {
       f.dtype == "auto" ? (cuda ? at::kBFloat16 : at::kFloat) : model::dtype_from_name(f.dtype, "--dtype");
   const at::Device device = cuda ? at::Device(at::kCUDA) : at::Device(at::kCPU);
   std::string tokenizer_path;
-  if (core::file_exists(f.path + "/mor_bundle.json")) {
+  if (from_yaml) {
+    // A configuration: the model it describes with its initial (random) weights -- for benchmarks,
+    // where speed and memory do not depend on the values (routing does: see the depth histogram).
+    std::vector<std::string> files = {f.path};
+    files.insert(files.end(), f.config.files.begin(), f.config.files.end());
+    const config::Config cfg = config::load(files, f.config.overrides);
+    out.model = std::make_shared<model::MoRModel>(cfg.model, dtype, device);
+    tokenizer_path = cfg.data.tokenizer;
+    out.engine = cfg.engine;
+  } else if (core::file_exists(f.path + "/mor_bundle.json")) {
     const model::BundleInfo info = model::read_bundle_info(f.path);
     out.model = std::shared_ptr<model::MoRModel>(model::load_bundle(f.path, dtype, device));
     tokenizer_path = info.tokenizer_json;
