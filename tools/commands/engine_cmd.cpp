@@ -227,7 +227,7 @@ int run_generate(const GenerateFlags& f) {
   }
   engine.stop();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::cout << "\n";
+  std::cout << std::endl;
   std::fprintf(stderr, "%zu tokens in %.2f s (%.1f tokens/s), finish: %s", tokens.size(), secs,
                static_cast<double>(tokens.size()) / std::max(secs, 1e-9), stream->finish_reason().c_str());
   if (max_depth > 0 && !tokens.empty()) {
