@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "mor/core/error.h"
 #include "mor/model/decode.h"
@@ -76,255 +77,367 @@ void ContiguousKvCache::drop(int64_t seq) {
   }
 }
 
+struct MoRModel::DecodeGroup {
+  FlightChunk* chunk = nullptr;
+  std::vector<int64_t> rows;  // indices into chunk->tokens, ascending
+  int64_t unrolled = 0;
+};
+
+at::Tensor MoRModel::decode_layer(const at::Tensor& x, const std::vector<DecodeGroup>& groups, KvCache& cache) const {
+  const int64_t heads = config_.num_heads, kvh = config_.num_kv_heads, hd = config_.resolved_head_dim();
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  const CacheLayout slots = cache_layout(config_);
+  const int64_t set = layout_.unrolled[groups.front().unrolled];
+  for (const auto& g : groups) {
+    MOR_CHECK(layout_.unrolled[g.unrolled] == set, "internal: decode_layer over different parameter sets");
+  }
+  const LayerParams& p = *layers_[set];
+  const int64_t m = x.size(0);
+  const int64_t ng = static_cast<int64_t>(groups.size());
+  std::vector<int64_t> pos_host, begin(static_cast<size_t>(ng)), len(static_cast<size_t>(ng));
+  bool same_layer = true;
+  for (int64_t gi = 0; gi < ng; ++gi) {
+    const auto& g = groups[static_cast<size_t>(gi)];
+    begin[static_cast<size_t>(gi)] = static_cast<int64_t>(pos_host.size());
+    len[static_cast<size_t>(gi)] = static_cast<int64_t>(g.rows.size());
+    for (int64_t r : g.rows) pos_host.push_back(g.chunk->start + r);
+    same_layer = same_layer && g.unrolled == groups.front().unrolled;
+  }
+  // Norm weights: the parameter set's, or per unrolled layer (rows of different recursions differ).
+  auto norm_weight = [&](bool input) -> at::Tensor {
+    if (norms_.empty()) return input ? p.input_norm : p.post_norm;
+    if (same_layer) {
+      const auto& n = norms_[groups.front().unrolled];
+      return input ? n.first : n.second;
+    }
+    std::vector<at::Tensor> w;
+    for (int64_t gi = 0; gi < ng; ++gi) {
+      const auto& n = norms_[groups[static_cast<size_t>(gi)].unrolled];
+      w.push_back((input ? n.first : n.second).unsqueeze(0).expand({len[static_cast<size_t>(gi)], -1}));
+    }
+    return at::cat(w);
+  };
+  const at::Tensor pos = at::tensor(pos_host, at::kLong).to(device_).view({1, m});
+  const Rope rope = make_rope(pos, hd, config_.rope_theta, dtype_);
+  const at::Tensor h = rms_norm(x, norm_weight(true), config_.rms_norm_eps);
+  const at::Tensor q = apply_rope(at::linear(h, p.q).view({1, m, heads, hd}).transpose(1, 2), rope)[0].transpose(0, 1);
+  const at::Tensor k_new = apply_rope(at::linear(h, p.k).view({1, m, kvh, hd}).transpose(1, 2), rope)[0].transpose(0, 1);
+  const at::Tensor v_new = at::linear(h, p.v).view({m, kvh, hd});
+
+  std::vector<at::Tensor> ks, vs;
+  std::vector<std::vector<int64_t>> k_pos(static_cast<size_t>(ng));
+  for (int64_t gi = 0; gi < ng; ++gi) {
+    const auto& g = groups[static_cast<size_t>(gi)];
+    const int64_t wslot = slots.write_slot[static_cast<size_t>(g.unrolled)];
+    const int64_t rslot = slots.read_slot[static_cast<size_t>(g.unrolled)];
+    auto [kc, vc] = cache.read(g.chunk->seq, rslot);
+    const int64_t cached = kc.defined() ? kc.size(0) : 0;
+    auto& kp = k_pos[static_cast<size_t>(gi)];
+    const int64_t b = begin[static_cast<size_t>(gi)], n = len[static_cast<size_t>(gi)];
+    if (wslot >= 0) {
+      // Keys: the cache (all earlier positions), then this layer's new tokens of the chunk.
+      kp.assign(static_cast<size_t>(cached), -1);
+      kp.insert(kp.end(), pos_host.begin() + b, pos_host.begin() + b + n);
+      const at::Tensor kn = k_new.narrow(0, b, n), vn = v_new.narrow(0, b, n);
+      ks.push_back(cached > 0 ? at::cat({kc, kn}) : kn);
+      vs.push_back(cached > 0 ? at::cat({vc, vn}) : vn);
+    } else {
+      // KV sharing, recursion > 0: the recursion-0 slot; its tail is this chunk's own tokens.
+      const auto& fresh = g.chunk->r0_pos;
+      kp.assign(static_cast<size_t>(cached - static_cast<int64_t>(fresh.size())), -1);
+      kp.insert(kp.end(), fresh.begin(), fresh.end());
+      ks.push_back(kc);
+      vs.push_back(vc);
+    }
+  }
+  int64_t tq = 0, tk = 0;
+  for (int64_t gi = 0; gi < ng; ++gi) {
+    tq = std::max(tq, len[static_cast<size_t>(gi)]);
+    tk = std::max<int64_t>(tk, static_cast<int64_t>(k_pos[static_cast<size_t>(gi)].size()));
+  }
+  at::Tensor qb = at::zeros({ng, tq, heads, hd}, q.options());
+  at::Tensor kb = at::zeros({ng, tk, kvh, hd}, q.options());
+  at::Tensor vb = at::zeros({ng, tk, kvh, hd}, q.options());
+  std::vector<int64_t> qpos(static_cast<size_t>(ng * tq), 0), kpos(static_cast<size_t>(ng * tk), 0);
+  std::vector<int64_t> qvalid(static_cast<size_t>(ng * tq), 0), kvalid(static_cast<size_t>(ng * tk), 0);
+  for (int64_t gi = 0; gi < ng; ++gi) {
+    const int64_t b = begin[static_cast<size_t>(gi)], n = len[static_cast<size_t>(gi)];
+    const auto& kp = k_pos[static_cast<size_t>(gi)];
+    const int64_t nk = static_cast<int64_t>(kp.size());
+    qb[gi].narrow(0, 0, n).copy_(q.narrow(0, b, n));
+    kb[gi].narrow(0, 0, nk).copy_(ks[static_cast<size_t>(gi)]);
+    vb[gi].narrow(0, 0, nk).copy_(vs[static_cast<size_t>(gi)]);
+    for (int64_t i = 0; i < tq; ++i) {
+      qpos[static_cast<size_t>(gi * tq + i)] = pos_host[static_cast<size_t>(b + std::min(i, n - 1))];
+      qvalid[static_cast<size_t>(gi * tq + i)] = i < n;
+    }
+    for (int64_t j = 0; j < tk; ++j) {
+      kpos[static_cast<size_t>(gi * tk + j)] = kp[static_cast<size_t>(std::min(j, nk - 1))];
+      kvalid[static_cast<size_t>(gi * tk + j)] = j < nk;
+    }
+  }
+  AttentionInputs in;
+  in.q = qb.transpose(1, 2);
+  in.k = kb.transpose(1, 2);
+  in.v = vb.transpose(1, 2);
+  in.q_pos = at::tensor(qpos, at::kLong).view({ng, tq}).to(device_);
+  in.k_pos = at::tensor(kpos, at::kLong).view({ng, tk}).to(device_);
+  in.q_valid = at::tensor(qvalid, at::kLong).view({ng, tq}).to(device_, at::kBool);
+  in.k_valid = at::tensor(kvalid, at::kLong).view({ng, tk}).to(device_, at::kBool);
+  in.scale = scale;
+  const at::Tensor attn_b = attention_->attend(in).transpose(1, 2);  // [ng, tq, H, D]
+  std::vector<at::Tensor> parts;
+  for (int64_t gi = 0; gi < ng; ++gi) parts.push_back(attn_b[gi].narrow(0, 0, len[static_cast<size_t>(gi)]));
+  const at::Tensor attn = at::cat(parts).reshape({m, heads * hd});
+  // Append the new K/V after every group has read the cache.
+  for (int64_t gi = 0; gi < ng; ++gi) {
+    const auto& g = groups[static_cast<size_t>(gi)];
+    const int64_t wslot = slots.write_slot[static_cast<size_t>(g.unrolled)];
+    if (wslot < 0) continue;
+    const int64_t b = begin[static_cast<size_t>(gi)], n = len[static_cast<size_t>(gi)];
+    cache.append(g.chunk->seq, wslot, k_new.narrow(0, b, n).contiguous(), v_new.narrow(0, b, n).contiguous());
+    if (slots.slot_recursion[static_cast<size_t>(wslot)] == 0) {
+      g.chunk->r0_pos.assign(pos_host.begin() + b, pos_host.begin() + b + n);
+    }
+    if (g.chunk->slot_appends.empty()) g.chunk->slot_appends.assign(static_cast<size_t>(slots.num_slots), 0);
+    g.chunk->slot_appends[static_cast<size_t>(wslot)] += n;
+  }
+  const at::Tensor a = x + at::linear(attn, p.o);
+  const at::Tensor h2 = rms_norm(a, norm_weight(false), config_.rms_norm_eps);
+  return a + at::linear(at::silu(at::linear(h2, p.gate)) * at::linear(h2, p.up), p.down);
+}
+
 namespace {
 
-// The packed new tokens of one call and, per slot, the positions each chunk appended in this call.
-struct Packed {
-  at::Tensor pos;       // [N] int64 position
-  std::vector<int64_t> chunk_host, pos_host;
-  int64_t chunks = 0;
-};
+std::vector<int64_t> iota_rows(int64_t n) {
+  std::vector<int64_t> r(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) r[static_cast<size_t>(i)] = i;
+  return r;
+}
 
 }  // namespace
 
-DecodeOutput MoRModel::forward_cached(const std::vector<DecodeChunk>& chunks, KvCache& cache,
-                                      const DecodeOptions& options) const {
-  MOR_CHECK(!chunks.empty(), "forward_cached: no chunks");
+void MoRModel::decode_enter(const std::vector<FlightChunk*>& chunks, KvCache& cache) const {
+  MOR_CHECK(!chunks.empty(), "decode_enter: no chunks");
   const auto& router = config_.router;
   MOR_CHECK(router.kind != RouterKind::kExpert || config_.inference_routing == config::RoutingMode::kCausal,
             "forward_cached: top-k routing looks at future tokens and cannot decode incrementally (use causal)");
   const at::NoGradGuard no_grad;
-  const CacheLayout slots = cache_layout(config_);
-  const int64_t heads = config_.num_heads, kvh = config_.num_kv_heads, hd = config_.resolved_head_dim();
-  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-
-  // Pack the chunks.
-  Packed pk;
-  pk.chunks = static_cast<int64_t>(chunks.size());
-  std::vector<int64_t> tokens_host;
-  DecodeOutput out;
-  out.offsets.push_back(0);
-  for (size_t c = 0; c < chunks.size(); ++c) {
-    const auto& ch = chunks[c];
-    MOR_CHECK(!ch.tokens.empty(), "forward_cached: chunk ", c, " (sequence ", ch.seq, ") has no tokens");
-    MOR_CHECK(ch.start >= 0 && ch.start + static_cast<int64_t>(ch.tokens.size()) <= config_.max_seq_len,
-              "forward_cached: sequence ", ch.seq, " positions ", ch.start, "..",
-              ch.start + static_cast<int64_t>(ch.tokens.size()) - 1, " exceed model.max_seq_len ",
-              config_.max_seq_len);
-    for (size_t j = 0; j < ch.tokens.size(); ++j) {
-      MOR_CHECK(ch.tokens[j] >= 0 && ch.tokens[j] < config_.vocab_size, "forward_cached: token id ", ch.tokens[j],
-                " is outside the vocabulary [0, ", config_.vocab_size, ")");
-      tokens_host.push_back(ch.tokens[j]);
-      pk.chunk_host.push_back(static_cast<int64_t>(c));
-      pk.pos_host.push_back(ch.start + static_cast<int64_t>(j));
+  std::vector<int64_t> all_tokens;
+  for (FlightChunk* c : chunks) {
+    MOR_CHECK(!c->tokens.empty(), "forward_cached: sequence ", c->seq, " has an empty chunk");
+    MOR_CHECK(c->start >= 0 && c->start + static_cast<int64_t>(c->tokens.size()) <= config_.max_seq_len,
+              "forward_cached: sequence ", c->seq, " positions ", c->start, "..",
+              c->start + static_cast<int64_t>(c->tokens.size()) - 1, " exceed model.max_seq_len ", config_.max_seq_len);
+    for (int64_t t : c->tokens) {
+      MOR_CHECK(t >= 0 && t < config_.vocab_size, "forward_cached: token id ", t, " is outside the vocabulary [0, ",
+                config_.vocab_size, ")");
+      all_tokens.push_back(t);
     }
-    out.offsets.push_back(static_cast<int64_t>(tokens_host.size()));
   }
-  const int64_t n = static_cast<int64_t>(tokens_host.size());
-  pk.pos = at::tensor(pk.pos_host, at::kLong).to(device_);
-  out.slot_appends.assign(static_cast<size_t>(slots.num_slots), 0);
-  // Positions appended to each (slot, chunk) in this call, in order (KV sharing reads need them).
-  std::vector<std::vector<std::vector<int64_t>>> appended(
-      static_cast<size_t>(slots.num_slots), std::vector<std::vector<int64_t>>(chunks.size()));
-
-  // One decoder layer over the packed tokens `rows` (indices into the N new tokens, ascending).
-  auto layer = [&](const at::Tensor& x, int64_t unrolled, const std::vector<int64_t>& rows) {
-    const LayerParams& p = *layers_[layout_.unrolled[unrolled]];
-    const at::Tensor& w_in = norms_.empty() ? p.input_norm : norms_[unrolled].first;
-    const at::Tensor& w_post = norms_.empty() ? p.post_norm : norms_[unrolled].second;
-    const int64_t m = static_cast<int64_t>(rows.size());
-    const at::Tensor row_idx = at::tensor(rows, at::kLong).to(device_);
-    const at::Tensor pos = pk.pos.index_select(0, row_idx).view({1, m});
-    const Rope rope = make_rope(pos, hd, config_.rope_theta, dtype_);
-    const at::Tensor h = rms_norm(x, w_in, config_.rms_norm_eps);  // [m, d]
-    // [m, H, D] after RoPE (rope tables are [1, 1, m, D]: apply on [1, H, m, D]).
-    const at::Tensor q = apply_rope(at::linear(h, p.q).view({1, m, heads, hd}).transpose(1, 2), rope)[0].transpose(0, 1);
-    const int64_t wslot = slots.write_slot[static_cast<size_t>(unrolled)];
-    const int64_t rslot = slots.read_slot[static_cast<size_t>(unrolled)];
-    at::Tensor k_new, v_new;
-    if (wslot >= 0) {
-      k_new = apply_rope(at::linear(h, p.k).view({1, m, kvh, hd}).transpose(1, 2), rope)[0].transpose(0, 1);
-      v_new = at::linear(h, p.v).view({m, kvh, hd});
-    }
-    // Group the rows by chunk (rows are ascending, chunks contiguous).
-    std::vector<std::pair<int64_t, int64_t>> groups;  // chunk, first index into rows
-    for (int64_t i = 0; i < m; ++i) {
-      const int64_t c = pk.chunk_host[static_cast<size_t>(rows[static_cast<size_t>(i)])];
-      if (groups.empty() || groups.back().first != c) groups.push_back({c, i});
-    }
-    const int64_t g = static_cast<int64_t>(groups.size());
-    std::vector<at::Tensor> ks, vs;
-    std::vector<int64_t> q_len(static_cast<size_t>(g)), k_len(static_cast<size_t>(g));
-    std::vector<std::vector<int64_t>> k_pos(static_cast<size_t>(g));
-    for (int64_t gi = 0; gi < g; ++gi) {
-      const int64_t c = groups[static_cast<size_t>(gi)].first;
-      const int64_t begin = groups[static_cast<size_t>(gi)].second;
-      const int64_t end = gi + 1 < g ? groups[static_cast<size_t>(gi + 1)].second : m;
-      q_len[static_cast<size_t>(gi)] = end - begin;
-      const int64_t seq = chunks[static_cast<size_t>(c)].seq;
-      auto [kc, vc] = cache.read(seq, rslot);
-      const int64_t cached = kc.defined() ? kc.size(0) : 0;
-      auto& kp = k_pos[static_cast<size_t>(gi)];
-      if (wslot >= 0) {
-        // Keys: the cache (all earlier positions), then this layer's new tokens of the chunk.
-        kp.assign(static_cast<size_t>(cached), -1);
-        for (int64_t i = begin; i < end; ++i) kp.push_back(pk.pos_host[static_cast<size_t>(rows[static_cast<size_t>(i)])]);
-        const at::Tensor kn = k_new.narrow(0, begin, end - begin), vn = v_new.narrow(0, begin, end - begin);
-        ks.push_back(cached > 0 ? at::cat({kc, kn}) : kn);
-        vs.push_back(cached > 0 ? at::cat({vc, vn}) : vn);
-      } else {
-        // KV sharing, recursion > 0: the recursion-0 slot, whose tail was appended in this call.
-        const auto& fresh = appended[static_cast<size_t>(rslot)][static_cast<size_t>(c)];
-        kp.assign(static_cast<size_t>(cached - static_cast<int64_t>(fresh.size())), -1);
-        kp.insert(kp.end(), fresh.begin(), fresh.end());
-        ks.push_back(kc);
-        vs.push_back(vc);
-      }
-      k_len[static_cast<size_t>(gi)] = static_cast<int64_t>(kp.size());
-    }
-    const int64_t tq = *std::max_element(q_len.begin(), q_len.end());
-    const int64_t tk = *std::max_element(k_len.begin(), k_len.end());
-    // Padded per-chunk batches for the attention backend.
-    at::Tensor qb = at::zeros({g, tq, heads, hd}, q.options());
-    at::Tensor kb = at::zeros({g, tk, kvh, hd}, q.options());
-    at::Tensor vb = at::zeros({g, tk, kvh, hd}, q.options());
-    std::vector<int64_t> qpos_host(static_cast<size_t>(g * tq), 0), kpos_host(static_cast<size_t>(g * tk), 0);
-    std::vector<uint8_t> qvalid(static_cast<size_t>(g * tq), 0), kvalid(static_cast<size_t>(g * tk), 0);
-    for (int64_t gi = 0; gi < g; ++gi) {
-      const int64_t begin = groups[static_cast<size_t>(gi)].second, len = q_len[static_cast<size_t>(gi)];
-      qb[gi].narrow(0, 0, len).copy_(q.narrow(0, begin, len));
-      kb[gi].narrow(0, 0, k_len[static_cast<size_t>(gi)]).copy_(ks[static_cast<size_t>(gi)]);
-      vb[gi].narrow(0, 0, k_len[static_cast<size_t>(gi)]).copy_(vs[static_cast<size_t>(gi)]);
-      for (int64_t i = 0; i < tq; ++i) {
-        const int64_t src = begin + std::min(i, len - 1);  // padding repeats the last valid query
-        qpos_host[static_cast<size_t>(gi * tq + i)] = pk.pos_host[static_cast<size_t>(rows[static_cast<size_t>(src)])];
-        qvalid[static_cast<size_t>(gi * tq + i)] = i < len;
-      }
-      const auto& kp = k_pos[static_cast<size_t>(gi)];
-      for (int64_t j = 0; j < tk; ++j) {
-        const int64_t src = std::min<int64_t>(j, static_cast<int64_t>(kp.size()) - 1);
-        kpos_host[static_cast<size_t>(gi * tk + j)] = kp[static_cast<size_t>(src)];
-        kvalid[static_cast<size_t>(gi * tk + j)] = j < static_cast<int64_t>(kp.size());
-      }
-    }
-    AttentionInputs in;
-    in.q = qb.transpose(1, 2);
-    in.k = kb.transpose(1, 2);
-    in.v = vb.transpose(1, 2);
-    in.q_pos = at::tensor(qpos_host, at::kLong).view({g, tq}).to(device_);
-    in.k_pos = at::tensor(kpos_host, at::kLong).view({g, tk}).to(device_);
-    in.q_valid = at::tensor(std::vector<int64_t>(qvalid.begin(), qvalid.end()), at::kLong).view({g, tq}).to(device_, at::kBool);
-    in.k_valid = at::tensor(std::vector<int64_t>(kvalid.begin(), kvalid.end()), at::kLong).view({g, tk}).to(device_, at::kBool);
-    in.scale = scale;
-    const at::Tensor attn_b = attention_->attend(in).transpose(1, 2);  // [g, tq, H, D]
-    std::vector<at::Tensor> parts;
-    for (int64_t gi = 0; gi < g; ++gi) parts.push_back(attn_b[gi].narrow(0, 0, q_len[static_cast<size_t>(gi)]));
-    const at::Tensor attn = at::cat(parts).reshape({m, heads * hd});
-    // Append this layer's K/V to the cache after every group has read it.
-    if (wslot >= 0) {
-      for (int64_t gi = 0; gi < g; ++gi) {
-        const int64_t c = groups[static_cast<size_t>(gi)].first;
-        const int64_t begin = groups[static_cast<size_t>(gi)].second, len = q_len[static_cast<size_t>(gi)];
-        cache.append(chunks[static_cast<size_t>(c)].seq, wslot, k_new.narrow(0, begin, len).contiguous(),
-                     v_new.narrow(0, begin, len).contiguous());
-        auto& fresh = appended[static_cast<size_t>(wslot)][static_cast<size_t>(c)];
-        for (int64_t i = begin; i < begin + len; ++i) fresh.push_back(pk.pos_host[static_cast<size_t>(rows[static_cast<size_t>(i)])]);
-      }
-      out.slot_appends[static_cast<size_t>(wslot)] += m;
-    }
-    const at::Tensor a = x + at::linear(attn, p.o);
-    const at::Tensor h2 = rms_norm(a, w_post, config_.rms_norm_eps);
-    return a + at::linear(at::silu(at::linear(h2, p.gate)) * at::linear(h2, p.up), p.down);
+  at::Tensor h = at::embedding(embed_, at::tensor(all_tokens, at::kLong).to(device_));
+  const int64_t first = static_cast<int64_t>(layout_.prelude.size());
+  auto groups_at = [&](int64_t u) {
+    std::vector<DecodeGroup> g;
+    for (FlightChunk* c : chunks) g.push_back({c, iota_rows(static_cast<int64_t>(c->tokens.size())), u});
+    return g;
   };
+  for (int64_t u = 0; u < first; ++u) h = decode_layer(h, groups_at(u), cache);
+  const int64_t n_r = layout_.num_recursions;
+  int64_t offset = 0;
+  for (FlightChunk* c : chunks) {
+    const int64_t n = static_cast<int64_t>(c->tokens.size());
+    c->h = h.narrow(0, offset, n);
+    offset += n;
+    c->depth.assign(static_cast<size_t>(n), 0);
+    c->next_r = 0;
+    c->in_block = n_r > 0;
+    c->active = iota_rows(n);
+    c->r0_pos.clear();
+    if (router.kind == RouterKind::kToken) {
+      const auto& tc = router.token;
+      const at::Tensor z = router_logits(*routers_[0], c->h * (1.0 / router.temperature));  // [n, N_r]
+      const at::Tensor p = (tc.func == GateFunc::kSigmoid ? at::sigmoid(z) : at::softmax(z, -1)) * tc.alpha;
+      at::Tensor score = p;
+      if (tc.balancing == config::Balancing::kLossFree) score = score + balance_bias_.to(score.scalar_type());
+      const at::Tensor choice = score.argmax(-1);
+      c->gate = p.gather(-1, choice.unsqueeze(-1));
+      const at::Tensor ch = choice.to(at::kCPU);
+      c->choice.assign(ch.data_ptr<int64_t>(), ch.data_ptr<int64_t>() + n);
+      c->x0 = c->h;
+    }
+  }
+}
 
-  std::vector<int64_t> all(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) all[static_cast<size_t>(i)] = i;
+void MoRModel::decode_recursion(const std::vector<FlightChunk*>& chunks, KvCache& cache) const {
+  const at::NoGradGuard no_grad;
+  const auto& router = config_.router;
   const int64_t first = static_cast<int64_t>(layout_.prelude.size());
   const int64_t width = static_cast<int64_t>(layout_.block.size());
   const int64_t n_r = layout_.num_recursions;
-  auto block = [&](at::Tensor x, int64_t r, const std::vector<int64_t>& rows) {
-    for (int64_t i = 0; i < width; ++i) x = layer(x, first + r * width + i, rows);
-    return x;
-  };
-  auto select = [&](const at::Tensor& h, const std::vector<int64_t>& rows) {
-    return h.index_select(0, at::tensor(rows, at::kLong).to(device_));
-  };
-
-  at::Tensor h = at::embedding(embed_, at::tensor(tokens_host, at::kLong).to(device_));  // [N, d]
-  for (int64_t u = 0; u < first; ++u) h = layer(h, u, all);
-  std::vector<int64_t> depth(static_cast<size_t>(n), 0);
   const double inv_temp = 1.0 / router.temperature;
-
-  if (n_r > 0 && router.kind == RouterKind::kNone) {
-    for (int64_t r = 0; r < n_r; ++r) h = block(h, r, all);
-    std::fill(depth.begin(), depth.end(), n_r);
-  } else if (router.kind == RouterKind::kExpert) {
-    const auto& ex = router.expert;
-    const std::vector<double> caps = config::resolved_capacities(config_);
-    std::vector<int64_t> cand = all;
-    for (int64_t r = 0; r < n_r && !cand.empty(); ++r) {
-      const at::Tensor idx = at::tensor(cand, at::kLong).to(device_);
-      const at::Tensor x = h.index_select(0, idx);
-      const at::Tensor z = router_logits(*routers_[r], x * inv_temp).squeeze(-1);  // [Nc]
+  const std::vector<double> caps =
+      router.kind == RouterKind::kExpert ? config::resolved_capacities(config_) : std::vector<double>{};
+  // 1. Which tokens of each chunk run this recursion (expert-choice: decided now, causally).
+  struct Plan {
+    FlightChunk* chunk;
+    std::vector<int64_t> rows;
+    at::Tensor weight;  // expert-choice gates of the rows [rows, 1]
+  };
+  std::vector<Plan> plans;
+  for (FlightChunk* c : chunks) {
+    if (!c->in_block) continue;
+    const int64_t r = c->next_r;
+    Plan pl{c, {}, {}};
+    if (router.kind == RouterKind::kExpert) {
+      const auto& ex = router.expert;
+      const at::Tensor idx = at::tensor(c->active, at::kLong).to(device_);
+      const at::Tensor x = c->h.index_select(0, idx);
+      const at::Tensor z = router_logits(*routers_[r], x * inv_temp).squeeze(-1);
       const at::Tensor gate = (ex.func == GateFunc::kTanh ? at::tanh(z) : at::sigmoid(z)) * ex.alpha;
-      std::vector<int64_t> next, keep_local;
+      std::vector<int64_t> keep_local;
       if (caps[r] >= 1.0) {
-        next = cand;
-        for (size_t i = 0; i < cand.size(); ++i) keep_local.push_back(static_cast<int64_t>(i));
+        pl.rows = c->active;
+        keep_local = iota_rows(static_cast<int64_t>(c->active.size()));
       } else {
-        const at::Tensor z_decide =
+        const at::Tensor zd =
             ex.aux == ExpertAux::kRouter ? router_logits(*aux_routers_[r], x * inv_temp).squeeze(-1) : z;
-        const at::Tensor keep =
-            ((ex.func == GateFunc::kTanh ? at::tanh(z_decide) : at::sigmoid(z_decide)) >= ex.threshold).to(at::kCPU);
+        const at::Tensor keep = ((ex.func == GateFunc::kTanh ? at::tanh(zd) : at::sigmoid(zd)) >= ex.threshold).to(at::kCPU);
         const bool* kp = keep.data_ptr<bool>();
-        for (size_t i = 0; i < cand.size(); ++i) {
+        for (size_t i = 0; i < c->active.size(); ++i) {
           if (kp[i]) {
-            next.push_back(cand[i]);
+            pl.rows.push_back(c->active[i]);
             keep_local.push_back(static_cast<int64_t>(i));
           }
         }
       }
-      if (next.empty()) break;
-      const at::Tensor w = gate.index_select(0, at::tensor(keep_local, at::kLong).to(device_)).unsqueeze(-1);
-      const at::Tensor y = block(select(h, next), r, next);
-      h = h.index_add(0, at::tensor(next, at::kLong).to(device_), w * y);
-      for (int64_t i : next) ++depth[static_cast<size_t>(i)];
-      cand = std::move(next);
-    }
-  } else if (router.kind == RouterKind::kToken) {
-    const auto& tc = router.token;
-    const at::Tensor x0 = h;
-    const at::Tensor z = router_logits(*routers_[0], x0 * inv_temp);  // [N, N_r]
-    const at::Tensor p = (tc.func == GateFunc::kSigmoid ? at::sigmoid(z) : at::softmax(z, -1)) * tc.alpha;
-    at::Tensor score = p;
-    if (tc.balancing == config::Balancing::kLossFree) score = score + balance_bias_.to(score.scalar_type());
-    const at::Tensor choice = score.argmax(-1);
-    const at::Tensor g = p.gather(-1, choice.unsqueeze(-1));  // [N, 1]
-    const at::Tensor choice_host = choice.to(at::kCPU);
-    const int64_t* ch = choice_host.data_ptr<int64_t>();
-    at::Tensor cur = x0;
-    for (int64_t r = 0; r < n_r; ++r) {
-      std::vector<int64_t> rows;
-      for (int64_t i = 0; i < n; ++i) {
-        if (ch[i] >= r) rows.push_back(i);
+      if (!pl.rows.empty()) pl.weight = gate.index_select(0, at::tensor(keep_local, at::kLong).to(device_)).unsqueeze(-1);
+    } else if (router.kind == RouterKind::kToken) {
+      for (size_t i = 0; i < c->choice.size(); ++i) {
+        if (c->choice[i] >= r) pl.rows.push_back(static_cast<int64_t>(i));
       }
-      if (rows.empty()) break;
-      const at::Tensor idx = at::tensor(rows, at::kLong).to(device_);
-      cur = cur.index_copy(0, idx, block(cur.index_select(0, idx), r, rows));
+    } else {
+      pl.rows = iota_rows(static_cast<int64_t>(c->tokens.size()));
     }
-    h = x0 + g * cur;
-    for (int64_t i = 0; i < n; ++i) depth[static_cast<size_t>(i)] = ch[i] + 1;
+    if (pl.rows.empty()) {
+      c->in_block = false;
+      continue;
+    }
+    plans.push_back(std::move(pl));
   }
-  const int64_t coda_first = first + n_r * width;
-  for (int64_t u = coda_first; u < coda_first + static_cast<int64_t>(layout_.coda.size()); ++u) h = layer(h, u, all);
+  if (plans.empty()) return;
+  // 2. One batched pass through the block layers for every chunk's rows, each at its recursion.
+  std::vector<at::Tensor> xs;
+  for (const Plan& pl : plans) xs.push_back(pl.chunk->h.index_select(0, at::tensor(pl.rows, at::kLong).to(device_)));
+  at::Tensor x = at::cat(xs);
+  for (int64_t i = 0; i < width; ++i) {
+    std::vector<DecodeGroup> groups;
+    for (const Plan& pl : plans) groups.push_back({pl.chunk, pl.rows, first + pl.chunk->next_r * width + i});
+    // Chunks whose layers map to different parameter sets (sequence-style sharing) run separately.
+    std::map<int64_t, std::vector<size_t>> by_set;
+    for (size_t g = 0; g < groups.size(); ++g) by_set[layout_.unrolled[groups[g].unrolled]].push_back(g);
+    if (by_set.size() == 1) {
+      x = decode_layer(x, groups, cache);
+    } else {
+      std::vector<int64_t> offsets = {0};
+      for (const auto& g : groups) offsets.push_back(offsets.back() + static_cast<int64_t>(g.rows.size()));
+      std::vector<at::Tensor> outs(groups.size());
+      for (const auto& [set, members] : by_set) {
+        std::vector<DecodeGroup> sub;
+        std::vector<at::Tensor> in;
+        for (size_t g : members) {
+          sub.push_back(groups[g]);
+          in.push_back(x.narrow(0, offsets[g], offsets[g + 1] - offsets[g]));
+        }
+        const at::Tensor y = decode_layer(at::cat(in), sub, cache);
+        int64_t o = 0;
+        for (size_t g : members) {
+          const int64_t n = offsets[g + 1] - offsets[g];
+          outs[g] = y.narrow(0, o, n);
+          o += n;
+        }
+      }
+      x = at::cat(outs);
+    }
+  }
+  // 3. Write back: expert-choice h += gate * block(h); token-choice and plain recursion replace.
+  int64_t offset = 0;
+  for (Plan& pl : plans) {
+    FlightChunk* c = pl.chunk;
+    const int64_t n = static_cast<int64_t>(pl.rows.size());
+    const at::Tensor y = x.narrow(0, offset, n);
+    offset += n;
+    const at::Tensor idx = at::tensor(pl.rows, at::kLong).to(device_);
+    if (router.kind == RouterKind::kExpert) {
+      c->h = c->h.index_add(0, idx, pl.weight * y);
+      c->active = pl.rows;
+    } else {
+      c->h = c->h.index_copy(0, idx, y);
+    }
+    for (int64_t r : pl.rows) ++c->depth[static_cast<size_t>(r)];
+    ++c->next_r;
+    if (c->next_r >= n_r) c->in_block = false;
+  }
+}
 
-  at::Tensor final_h = h;
-  if (options.last_only) {
-    std::vector<int64_t> last;
-    for (size_t c = 0; c < chunks.size(); ++c) last.push_back(out.offsets[c + 1] - 1);
-    final_h = select(h, last);
+at::Tensor MoRModel::decode_exit(const std::vector<FlightChunk*>& chunks, KvCache& cache, bool last_only) const {
+  const at::NoGradGuard no_grad;
+  std::vector<at::Tensor> hs;
+  for (FlightChunk* c : chunks) {
+    MOR_CHECK(!c->in_block, "internal: decode_exit for a chunk still in the block");
+    hs.push_back(config_.router.kind == RouterKind::kToken ? c->x0 + c->gate * c->h : c->h);
   }
-  out.logits = at::linear(rms_norm(final_h, final_norm_, config_.rms_norm_eps), lm_head_);
+  at::Tensor h = at::cat(hs);
+  const int64_t coda_first = static_cast<int64_t>(layout_.prelude.size()) +
+                             layout_.num_recursions * static_cast<int64_t>(layout_.block.size());
+  for (int64_t u = coda_first; u < coda_first + static_cast<int64_t>(layout_.coda.size()); ++u) {
+    std::vector<DecodeGroup> groups;
+    for (FlightChunk* c : chunks) groups.push_back({c, iota_rows(static_cast<int64_t>(c->tokens.size())), u});
+    h = decode_layer(h, groups, cache);
+  }
+  if (last_only) {
+    std::vector<int64_t> last;
+    int64_t offset = 0;
+    for (FlightChunk* c : chunks) {
+      offset += static_cast<int64_t>(c->tokens.size());
+      last.push_back(offset - 1);
+    }
+    h = h.index_select(0, at::tensor(last, at::kLong).to(device_));
+  }
+  return at::linear(rms_norm(h, final_norm_, config_.rms_norm_eps), lm_head_);
+}
+
+DecodeOutput MoRModel::forward_cached(const std::vector<DecodeChunk>& chunks, KvCache& cache,
+                                      const DecodeOptions& options) const {
+  MOR_CHECK(!chunks.empty(), "forward_cached: no chunks");
+  std::vector<FlightChunk> flights(chunks.size());
+  std::vector<FlightChunk*> ptrs;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    flights[i].seq = chunks[i].seq;
+    flights[i].start = chunks[i].start;
+    flights[i].tokens = chunks[i].tokens;
+    ptrs.push_back(&flights[i]);
+  }
+  decode_enter(ptrs, cache);
+  for (;;) {
+    std::vector<FlightChunk*> in_block;
+    for (FlightChunk* f : ptrs) {
+      if (f->in_block) in_block.push_back(f);
+    }
+    if (in_block.empty()) break;
+    decode_recursion(in_block, cache);
+  }
+  DecodeOutput out;
+  out.logits = decode_exit(ptrs, cache, options.last_only);
+  const CacheLayout layout = cache_layout(config_);
+  out.slot_appends.assign(static_cast<size_t>(layout.num_slots), 0);
+  std::vector<int64_t> depth;
+  out.offsets.push_back(0);
+  for (const FlightChunk& f : flights) {
+    depth.insert(depth.end(), f.depth.begin(), f.depth.end());
+    out.offsets.push_back(static_cast<int64_t>(depth.size()));
+    for (size_t s = 0; s < f.slot_appends.size(); ++s) out.slot_appends[s] += f.slot_appends[s];
+  }
   out.depth = at::tensor(depth, at::kLong);
   return out;
 }

@@ -114,6 +114,47 @@ TEST_P(DecodeTest, EqualsTheFullCausalForwardInEveryChunking) {
 INSTANTIATE_TEST_SUITE_P(Models, DecodeTest, ::testing::ValuesIn(cases()),
                          [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
+TEST_P(DecodeTest, ChunksAtDifferentRecursionsShareOneBlockCall) {
+  // Depth-wise batching: sequence A is one recursion ahead of B when B enters; every following
+  // block call mixes A's and B's recursions. Both still equal the full causal forward.
+  MoRModel m(GetParam().model, at::kDouble);
+  if (m.layout().num_recursions < 2) GTEST_SKIP() << "needs at least two recursions";
+  const int64_t vocab = GetParam().model.vocab_size;
+  const at::Tensor sa = testing::random_tokens(1, 14, vocab, 71), sb = testing::random_tokens(1, 9, vocab, 72);
+  if (GetParam().model.router.kind != config::RouterKind::kNone) {
+    testing::mix_routing_depth(m, sa, ForwardOptions{});
+  }
+  auto to_vec = [](const at::Tensor& t) {
+    std::vector<int64_t> v(static_cast<size_t>(t.size(1)));
+    for (int64_t i = 0; i < t.size(1); ++i) v[static_cast<size_t>(i)] = t[0][i].item<int64_t>();
+    return v;
+  };
+  ContiguousKvCache cache;
+  // Prefill both (A first, one recursion ahead), then decode nothing more: compare prefill logits.
+  FlightChunk a, b;
+  a.seq = 0;
+  a.tokens = to_vec(sa);
+  b.seq = 1;
+  b.tokens = to_vec(sb);
+  m.decode_enter({&a}, cache);
+  m.decode_recursion({&a}, cache);
+  m.decode_enter({&b}, cache);
+  int mixed_calls = 0;
+  while (a.in_block || b.in_block) {
+    std::vector<FlightChunk*> in;
+    if (a.in_block) in.push_back(&a);
+    if (b.in_block) in.push_back(&b);
+    mixed_calls += in.size() == 2 && a.next_r != b.next_r;
+    m.decode_recursion(in, cache);
+  }
+  EXPECT_GT(mixed_calls, 0);
+  const at::Tensor la = m.decode_exit({&a}, cache, false), lb = m.decode_exit({&b}, cache, false);
+  EXPECT_TRUE(testing::tensors_close(la, m.forward(sa).logits[0], 0, 1e-9));
+  EXPECT_TRUE(testing::tensors_close(lb, m.forward(sb).logits[0], 0, 1e-9));
+  EXPECT_TRUE(testing::tensors_equal(at::tensor(a.depth), m.forward(sa).depth[0]));
+  EXPECT_TRUE(testing::tensors_equal(at::tensor(b.depth), m.forward(sb).depth[0]));
+}
+
 TEST(Decode, CacheLayoutHasOneSlotPerStoringLayer) {
   auto ec = testing::expert_config(Sharing::kMiddleCycle, 3, 5);  // prelude 1, block 1 x 3, coda 1
   CacheLayout l = cache_layout(ec);

@@ -84,4 +84,26 @@ struct DecodeOutput {
   std::vector<int64_t> slot_appends;
 };
 
+// Depth-wise batching: the same computation split into stages, so that a caller can keep chunks
+// "in flight" between calls and put chunks at DIFFERENT recursions into one block call
+// (MoRModel::decode_enter / decode_recursion / decode_exit; forward_cached is enter, recursions
+// until no chunk is left in the block, exit). A chunk's tokens move through the recursions
+// together (a token attends to the K/V its chunk-mates wrote at the same recursion); chunks of
+// different sequences are independent, so any mix of their recursions can share a call.
+struct FlightChunk {
+  int64_t seq = 0;
+  int64_t start = 0;            // position of tokens[0]
+  std::vector<int64_t> tokens;
+  // State, set by decode_enter and advanced by decode_recursion:
+  at::Tensor h;                 // [n, d] hidden state (token-choice: the block stream `cur`)
+  at::Tensor x0, gate;          // token-choice: block input [n, d] and gates [n, 1]
+  std::vector<int64_t> choice;  // token-choice: chosen recursion count - 1 per token
+  std::vector<int64_t> active;  // expert-choice: tokens still recursing (indices into tokens)
+  std::vector<int64_t> r0_pos;  // positions this chunk wrote to recursion-0 slots (KV sharing)
+  std::vector<int64_t> depth;   // recursions received so far, per token
+  int64_t next_r = 0;           // the recursion decode_recursion runs next
+  bool in_block = false;        // recursions left to run
+  std::vector<int64_t> slot_appends;  // tokens this chunk appended per slot
+};
+
 }  // namespace mor::model

@@ -133,6 +133,14 @@ class MoRModel {
   // Inference only (no autograd). Throws mor::Error for top-k routing or positions past max_seq_len.
   DecodeOutput forward_cached(const std::vector<DecodeChunk>& chunks, KvCache& cache,
                               const DecodeOptions& options = {}) const;
+  // The stages of forward_cached (model/decode.h, FlightChunk): enter = embedding + prelude layers
+  // (and the token-choice router); recursion = one recursion of every given chunk that is in the
+  // block, each at its own next_r, all chunks' active tokens in one batched call per block layer;
+  // exit = coda layers, final norm and LM head for chunks that left the block: logits [rows, V]
+  // (every token, or each chunk's last with last_only), chunk order.
+  void decode_enter(const std::vector<FlightChunk*>& chunks, KvCache& cache) const;
+  void decode_recursion(const std::vector<FlightChunk*>& chunks, KvCache& cache) const;
+  at::Tensor decode_exit(const std::vector<FlightChunk*>& chunks, KvCache& cache, bool last_only) const;
 
   // targets [B, T] int64 aligned with the logits (already shifted); -100 is ignored.
   LossTerms loss(const ForwardOutput& out, const at::Tensor& targets,
@@ -155,10 +163,14 @@ class MoRModel {
   const AttentionBackend& attention_backend() const { return *attention_; }
 
   struct LayerParams;   // one decoder-layer parameter set (defined in model.cpp)
+  struct DecodeGroup;   // rows of one in-flight chunk at one unrolled layer (decode.cpp)
   struct RouterParams;  // one router network
 
  private:
   void build_units();
+  // One decoder layer over the rows of several in-flight chunks (decode.cpp); x [M, d] holds the
+  // groups' rows in order. Groups may sit at different unrolled layers of the same parameter set.
+  at::Tensor decode_layer(const at::Tensor& x, const std::vector<DecodeGroup>& groups, KvCache& cache) const;
 
   config::ModelConfig config_;
   Layout layout_;
