@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <set>
 
 #include "mor/core/error.h"
 #include "mor/model/decode.h"
@@ -77,6 +78,15 @@ struct Engine::Request {
 
   Request(int64_t id_, CompletionRequest r, uint64_t seed, const io::Tokenizer& tok)
       : id(id_), req(std::move(r)), sampler(req.sampling, seed), detok(tok), stop(req.sampling.stop) {}
+};
+
+// A chunk between engine steps (depth-wise batching): its plan item, its model state, and the
+// worst-case blocks reserved for it at planning (with the blocks its sequence held then).
+struct Engine::Flight {
+  StepItem item;
+  model::FlightChunk chunk;
+  int64_t demand = 0, held = 0;
+  bool need_all = false;  // echo + logprobs: logits of every row
 };
 
 namespace {
@@ -220,9 +230,10 @@ void Engine::finish(Request& r, const std::string& reason, const std::string& er
 
 bool Engine::step() {
   std::lock_guard<std::mutex> lock(mutex_);
-  // Cancelled requests leave first.
+  // Cancelled requests leave first (also mid-flight: their chunk is dropped).
   for (auto it = requests_.begin(); it != requests_.end();) {
     if (it->second->cancelled) {
+      flights_.erase(it->first);
       scheduler_->abort(it->first);
       finish(*it->second, "abort", "cancelled");
       it = requests_.erase(it);
@@ -230,7 +241,21 @@ bool Engine::step() {
       ++it;
     }
   }
-  const StepPlan plan = scheduler_->plan();
+  // Blocks the in-flight chunks may still append: their worst case at planning minus what they
+  // appended since.
+  auto held = [&](int64_t seq) {
+    int64_t n = 0;
+    for (int64_t s = 0; s < kv_->num_slots(); ++s) n += static_cast<int64_t>(kv_->table(seq, s).size());
+    return n;
+  };
+  auto demand = [&](int64_t seq, int64_t n) {
+    int64_t need = 0;
+    for (int64_t s = 0; s < kv_->num_slots(); ++s) need += kv_->blocks_needed(seq, s, n);
+    return need;
+  };
+  std::map<int64_t, int64_t> in_flight;
+  for (const auto& [id, f] : flights_) in_flight[id] = std::max<int64_t>(0, f->demand - (held(id) - f->held));
+  const StepPlan plan = scheduler_->plan(in_flight);
   stats_.preemptions += static_cast<int64_t>(plan.preempted.size());
   for (int64_t id : plan.finished) {  // outgrew the whole K/V pool: ends where it stands
     scheduler_->abort(id);
@@ -239,56 +264,112 @@ bool Engine::step() {
       requests_.erase(it);
     }
   }
-  if (plan.empty()) return false;
+  if (plan.empty() && flights_.empty()) return false;
   ++stats_.steps;
 
-  std::vector<model::DecodeChunk> chunks;
-  bool need_all = false;
+  std::vector<model::FlightChunk*> entering;
   for (const StepItem& item : plan.items) {
     const Sequence& seq = scheduler_->sequence(item.seq);
-    model::DecodeChunk c;
-    c.seq = item.seq;
-    c.start = item.begin;
-    c.tokens.assign(seq.tokens.begin() + item.begin, seq.tokens.begin() + item.begin + item.count);
-    chunks.push_back(std::move(c));
+    auto f = std::make_unique<Flight>();
+    f->item = item;
+    f->demand = demand(item.seq, item.count);
+    f->held = held(item.seq);
+    f->chunk.seq = item.seq;
+    f->chunk.start = item.begin;
+    f->chunk.tokens.assign(seq.tokens.begin() + item.begin, seq.tokens.begin() + item.begin + item.count);
     const Request& r = *requests_.at(item.seq);
-    if (r.req.echo && r.req.sampling.logprobs > 0 && item.begin < seq.prompt_len) need_all = true;
+    f->need_all = r.req.echo && r.req.sampling.logprobs > 0 && item.begin < seq.prompt_len;
     if (item.begin < seq.prompt_len) {
       stats_.prefill_tokens += item.count;
     } else {
       stats_.decode_tokens += item.count;
     }
+    entering.push_back(&f->chunk);
+    flights_[item.seq] = std::move(f);
   }
-  model::DecodeOptions opt;
-  opt.last_only = !need_all;
-  model::DecodeOutput out;
+  // Enter the new chunks, then one recursion for every chunk in the block -- new ones at recursion
+  // 0 together with earlier ones at deeper recursions (depth-wise batching) -- or, without
+  // depth-wise batching, run the new chunks through all their recursions now.
+  std::vector<Flight*> exited;
+  std::vector<at::Tensor> exit_logits;
   try {
-    out = model_->forward_cached(chunks, *cache_, opt);
-  } catch (const std::exception& e) {
-    // An engine failure ends the requests of this step; the engine keeps serving the others.
-    for (const StepItem& item : plan.items) {
-      scheduler_->abort(item.seq);
-      finish(*requests_.at(item.seq), "abort", e.what());
-      requests_.erase(item.seq);
+    if (!entering.empty()) model_->decode_enter(entering, *cache_);
+    std::vector<model::FlightChunk*> in_block;
+    std::set<int64_t> depths;
+    for (auto& [id, f] : flights_) {
+      if (f->chunk.in_block) {
+        in_block.push_back(&f->chunk);
+        depths.insert(f->chunk.next_r);
+      }
     }
+    if (options_.depth_wise_batching) {
+      if (!in_block.empty()) {
+        ++stats_.block_calls;
+        if (depths.size() > 1) ++stats_.mixed_depth_calls;
+        model_->decode_recursion(in_block, *cache_);
+      }
+    } else {
+      for (;;) {
+        std::vector<model::FlightChunk*> still;
+        for (auto* c : in_block) {
+          if (c->in_block) still.push_back(c);
+        }
+        if (still.empty()) break;
+        ++stats_.block_calls;
+        model_->decode_recursion(still, *cache_);
+        in_block = still;
+      }
+    }
+    std::vector<model::FlightChunk*> all_rows, last_rows;
+    std::vector<Flight*> all_f, last_f;
+    for (auto& [id, f] : flights_) {
+      if (f->chunk.in_block) continue;
+      (f->need_all ? all_rows : last_rows).push_back(&f->chunk);
+      (f->need_all ? all_f : last_f).push_back(f.get());
+    }
+    auto run_exit = [&](std::vector<model::FlightChunk*>& chunks, std::vector<Flight*>& fs, bool last_only) {
+      if (chunks.empty()) return;
+      const at::Tensor logits = model_->decode_exit(chunks, *cache_, last_only).to(at::kCPU, at::kFloat).contiguous();
+      int64_t offset = 0;
+      for (Flight* f : fs) {
+        const int64_t rows = last_only ? 1 : static_cast<int64_t>(f->chunk.tokens.size());
+        exited.push_back(f);
+        exit_logits.push_back(logits.narrow(0, offset, rows));
+        offset += rows;
+      }
+    };
+    run_exit(all_rows, all_f, false);
+    run_exit(last_rows, last_f, true);
+  } catch (const std::exception& e) {
+    // An engine failure ends the requests in flight; the engine keeps serving the others.
+    for (auto& [id, f] : flights_) {
+      scheduler_->abort(id);
+      if (auto it = requests_.find(id); it != requests_.end()) {
+        finish(*it->second, "abort", e.what());
+        requests_.erase(it);
+      }
+    }
+    flights_.clear();
     return true;
   }
-  for (size_t s = 0; s < out.slot_appends.size(); ++s) stats_.slot_tokens[s] += out.slot_appends[s];
   stats_.peak_kv_blocks = std::max(stats_.peak_kv_blocks, kv_->used_blocks());
-  const at::Tensor logits = out.logits.to(at::kCPU, at::kFloat).contiguous();
-  const at::Tensor depth = out.depth.to(at::kCPU).contiguous();
-  const int64_t vocab = logits.size(1);
   const double t_now = now_s();
 
-  for (size_t c = 0; c < plan.items.size(); ++c) {
-    const StepItem& item = plan.items[c];
+  for (size_t c = 0; c < exited.size(); ++c) {
+    Flight& fl = *exited[c];
+    const StepItem item = fl.item;
+    const at::Tensor& logits = exit_logits[c];
+    const int64_t vocab = logits.size(1);
+    for (size_t s = 0; s < fl.chunk.slot_appends.size(); ++s) stats_.slot_tokens[s] += fl.chunk.slot_appends[s];
+    const int64_t d = fl.chunk.depth.back();
+    const int64_t row_last = logits.size(0) - 1;
+    flights_.erase(item.seq);  // `fl` is gone from here on
     Request& r = *requests_.at(item.seq);
     const Sequence& seq = scheduler_->sequence(item.seq);
-    const int64_t row_last = opt.last_only ? static_cast<int64_t>(c) : out.offsets[c + 1] - 1;
     // Echo with logprobs: prompt token p's logprob comes from the row of position p - 1.
     if (r.req.echo && r.req.sampling.logprobs > 0 && item.begin < seq.prompt_len) {
       for (int64_t p = std::max<int64_t>(1, item.begin); p < std::min(item.begin + item.count + 1, seq.prompt_len); ++p) {
-        const int64_t row = out.offsets[c] + (p - 1 - item.begin);
+        const int64_t row = p - 1 - item.begin;
         if (static_cast<int64_t>(r.prompt_info.size()) > p) continue;  // already known (recompute after preemption)
         std::span<const float> lg;
         std::vector<float> prev;
@@ -307,7 +388,7 @@ bool Engine::step() {
         std::lock_guard<std::mutex> rl(r.m);
         r.prompt_info.push_back(std::move(info));
       }
-      r.prev_logits = logits[out.offsets[c + 1] - 1].clone();
+      r.prev_logits = logits[logits.size(0) - 1].clone();
       r.cv.notify_all();
     }
     if (!item.samples) {
@@ -322,7 +403,6 @@ bool Engine::step() {
     }
     const std::span<const float> lg(logits[row_last].data_ptr<float>(), static_cast<size_t>(vocab));
     const int32_t token = r.sampler.sample(lg);
-    const int64_t d = depth[out.offsets[c + 1] - 1].item<int64_t>();
     if (r.generated == 0) r.timing.first_token = t_now;
     ++r.generated;
     ++totals_.generated_tokens_total;

@@ -69,27 +69,51 @@ void Scheduler::finish(int64_t id) {
   if (auto it = std::find(waiting_.begin(), waiting_.end(), id); it != waiting_.end()) waiting_.erase(it);
 }
 
-StepPlan Scheduler::plan() {
+StepPlan Scheduler::plan() { return plan({}); }
+
+StepPlan Scheduler::plan(const std::map<int64_t, int64_t>& in_flight) {
   StepPlan plan;
   int64_t budget = config_.max_batch_tokens;
-  int64_t reserved = 0;  // worst-case blocks promised to the items planned so far
+  int64_t reserved = 0;  // worst-case blocks promised to the items planned so far (and in flight)
+  for (const auto& [id, blocks] : in_flight) {
+    MOR_CHECK(seqs_.count(id) && seqs_.at(id).status == SeqStatus::kRunning, "scheduler: in-flight sequence ", id,
+              " is not running");
+    reserved += std::max<int64_t>(0, blocks);
+  }
   auto available = [&] { return kv_.free_blocks() - reserved; };
+  // The newest running sequence that may be preempted (not in flight, not `self`); -1: none.
+  auto victim_for = [&](int64_t self) -> int64_t {
+    for (auto it = running_.rbegin(); it != running_.rend(); ++it) {
+      if (*it != self && !in_flight.count(*it)) return *it;
+      if (*it == self) return -1;  // everything newer is in flight; older ones are kept
+    }
+    return -1;
+  };
 
   // 1. Running sequences, oldest first. Preemption only removes sequences behind position i.
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     const int64_t id = running_[i];
+    if (in_flight.count(id)) {
+      ++i;
+      continue;
+    }
     const Sequence& seq = seqs_.at(id);
     const int64_t size = static_cast<int64_t>(seq.tokens.size());
     const int64_t count = std::min(size - seq.computed, budget);
     int64_t need = demand_of(id, count);
     bool dropped = false;
     while (need > available()) {
-      const int64_t victim = running_.back();
-      if (victim != id) {
+      const int64_t victim = victim_for(id);
+      if (victim >= 0) {
         preempt(victim);
         plan.preempted.push_back(victim);
         need = demand_of(id, count);
         continue;
+      }
+      if (!in_flight.empty()) {
+        // Waiting for in-flight items to finish is enough: they release or settle their reservation.
+        dropped = true;
+        break;
       }
       if (reserved == 0 && kv_.used_blocks() == held_blocks(id)) {
         finish(id);  // it has the whole pool to itself and still does not fit
@@ -101,7 +125,7 @@ StepPlan Scheduler::plan() {
       dropped = true;
       break;
     }
-    if (dropped) break;  // it was the newest: nothing is left behind it
+    if (dropped) break;  // it was the newest preemptible one (or must wait): stop here
     plan.items.push_back({id, seq.computed, count, seq.computed + count == size});
     budget -= count;
     reserved += need;
@@ -116,7 +140,7 @@ StepPlan Scheduler::plan() {
     const int64_t count = std::min(size - seq.computed, budget);
     const int64_t need = demand_of(id, count);
     if (need > available()) {
-      if (reserved == 0 && kv_.used_blocks() == 0) {
+      if (reserved == 0 && kv_.used_blocks() == 0 && in_flight.empty()) {
         finish(id);  // the whole pool is free and its first chunk still does not fit
         plan.finished.push_back(id);
         continue;

@@ -220,8 +220,6 @@ std::vector<int64_t> iota_rows(int64_t n) {
 void MoRModel::decode_enter(const std::vector<FlightChunk*>& chunks, KvCache& cache) const {
   MOR_CHECK(!chunks.empty(), "decode_enter: no chunks");
   const auto& router = config_.router;
-  MOR_CHECK(router.kind != RouterKind::kExpert || config_.inference_routing == config::RoutingMode::kCausal,
-            "forward_cached: top-k routing looks at future tokens and cannot decode incrementally (use causal)");
   const at::NoGradGuard no_grad;
   std::vector<int64_t> all_tokens;
   for (FlightChunk* c : chunks) {

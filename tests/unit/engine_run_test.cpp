@@ -88,14 +88,18 @@ TEST_P(EngineTest, GreedyEqualsFullForwardAloneInABatchAndUnderPreemption) {
   std::vector<std::vector<int32_t>> expected;
   for (const auto& p : ps) expected.push_back(reference_greedy(*m, p, gen));
 
-  // Budgets: roomy; tight token budget (chunked prefill); a K/V pool small enough to preempt.
-  for (int variant = 0; variant < 3; ++variant) {
-    SCOPED_TRACE(std::string(GetParam().name) + " variant " + std::to_string(variant));
+  // Budgets: roomy; tight token budget (chunked prefill); a K/V pool small enough to preempt;
+  // each with depth-wise batching (chunks at different recursions share block calls) and without.
+  for (int variant = 0; variant < 6; ++variant) {
+    const bool depth_wise = variant < 3;
+    SCOPED_TRACE(std::string(GetParam().name) + " variant " + std::to_string(variant % 3) +
+                 (depth_wise ? " depth-wise" : " per-step"));
     EngineOptions eo;
+    eo.depth_wise_batching = depth_wise;
     eo.kv_block_size = 4;
-    eo.scheduler.max_batch_tokens = variant == 1 ? 7 : 512;
+    eo.scheduler.max_batch_tokens = variant % 3 == 1 ? 7 : 512;
     eo.kv_memory_mb = 1;
-    if (variant == 2) eo.kv_blocks = 70;  // about one request's worst case: forces preemption
+    if (variant % 3 == 2) eo.kv_blocks = 70;  // about one request's worst case: forces preemption
     Engine engine(m, io::Tokenizer::from_file(kTokenizer), "tiny", std::nullopt, eo);
     std::vector<std::unique_ptr<CompletionStream>> streams;
     for (const auto& p : ps) {
@@ -112,8 +116,13 @@ TEST_P(EngineTest, GreedyEqualsFullForwardAloneInABatchAndUnderPreemption) {
       EXPECT_EQ(streams[i]->finish_reason(), "length") << streams[i]->error();
     }
     EXPECT_EQ(engine.kv().used_blocks(), 0) << "K/V blocks leaked";
-    if (variant == 2) EXPECT_GT(engine.stats().preemptions, 0) << "the small pool should force preemption";
-    if (variant == 1) EXPECT_GT(engine.stats().steps, 10);
+    if (variant % 3 == 2) EXPECT_GT(engine.stats().preemptions, 0) << "the small pool should force preemption";
+    if (variant % 3 == 1) EXPECT_GT(engine.stats().steps, 10);
+    if (depth_wise && m->layout().num_recursions > 1) {
+      EXPECT_GT(engine.stats().mixed_depth_calls, 0) << "no block call mixed recursions";
+    } else {
+      EXPECT_EQ(engine.stats().mixed_depth_calls, 0);
+    }
   }
 }
 

@@ -167,12 +167,19 @@ TEST(Decode, CacheLayoutHasOneSlotPerStoringLayer) {
   EXPECT_EQ(l.write_slot, (std::vector<int64_t>{0, 1, -1, -1, 2}));
 }
 
-TEST(Decode, RefusesTopkRoutingAndPositionsPastTheContext) {
-  auto ec = testing::expert_config(Sharing::kMiddleCycle, 2, 4);
+TEST(Decode, DecodesCausallyEvenWhenTheModelDefaultsToTopkAndRefusesPositionsPastTheContext) {
+  auto ec = testing::expert_config(Sharing::kMiddleCycle, 3, 5);
   ec.inference_routing = config::RoutingMode::kTopk;
-  MoRModel m(ec);
+  MoRModel m(ec, at::kDouble);
+  const at::Tensor tokens = testing::random_tokens(1, 12, ec.vocab_size, 9);
+  ForwardOptions causal;
+  causal.routing = config::RoutingMode::kCausal;
+  testing::mix_routing_depth(m, tokens, causal);
   ContiguousKvCache cache;
-  EXPECT_TRUE(testing::throws_error_containing([&] { m.forward_cached({{0, {1, 2}, 0}}, cache); }, "top-k"));
+  std::vector<int64_t> ids(12);
+  for (int64_t i = 0; i < 12; ++i) ids[static_cast<size_t>(i)] = tokens[0][i].item<int64_t>();
+  const DecodeOutput out = m.forward_cached({{0, ids, 0}}, cache);
+  EXPECT_TRUE(testing::tensors_close(out.logits, m.forward(tokens, causal).logits[0], 0, 1e-9));
   MoRModel v(testing::tiny_config());
   EXPECT_TRUE(testing::throws_error_containing(
       [&] { v.forward_cached({{0, {1}, testing::tiny_config().max_seq_len}}, cache); }, "max_seq_len"));

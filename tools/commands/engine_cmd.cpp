@@ -109,6 +109,8 @@ Loaded load(const ModelFlags& f) {
     if (auto e = out.tokenizer->eos_id()) out.eos = *e;
   }
   out.name = out.model->config().name.empty() ? f.path : out.model->config().name;
+  MOR_CHECK(out.engine.routing == config::RoutingMode::kCausal,
+            "engine.routing: topk looks at future tokens and cannot generate token by token; use causal");
   return out;
 }
 
@@ -302,6 +304,7 @@ struct BenchFlags {
   std::string vanilla = "auto";
   uint64_t seed = 0;
   std::string out;
+  bool per_step = false;
 };
 
 struct BenchResult {
@@ -311,6 +314,8 @@ struct BenchResult {
   double ttft_p50 = 0, ttft_p90 = 0, latency_p50 = 0, latency_p90 = 0, latency_p99 = 0, tpot_p50 = 0;
   double kv_peak_mib = 0;
   std::vector<int64_t> slot_tokens;
+  std::vector<int64_t> depth_histogram;  // generated tokens by depth
+  int64_t mixed_depth_calls = 0, block_calls = 0;
 };
 
 double percentile(std::vector<double> v, double p) {
@@ -365,6 +370,9 @@ BenchResult bench_one(const std::string& name, std::shared_ptr<model::MoRModel> 
   b.tpot_p50 = percentile(tpot, 0.5);
   b.kv_peak_mib = static_cast<double>(st.peak_kv_blocks * engine.kv_bytes_per_block()) / (1 << 20);
   b.slot_tokens = st.slot_tokens;
+  b.depth_histogram = engine.metrics().depth_histogram;
+  b.mixed_depth_calls = st.mixed_depth_calls;
+  b.block_calls = st.block_calls;
   for (const auto& s : streams) {
     if (!s->error().empty()) fail("bench: a request failed: ", s->error());
   }
@@ -374,6 +382,7 @@ BenchResult bench_one(const std::string& name, std::shared_ptr<model::MoRModel> 
 int run_bench(const BenchFlags& f) {
   Loaded m = load(f.model);
   engine::EngineOptions eo = engine_options(m.engine);
+  eo.depth_wise_batching = !f.per_step;
   MOR_CHECK(f.prompt_len > 0 && f.gen_len > 0, "--prompt-len and --gen-len must be positive");
   MOR_CHECK(f.prompt_len + f.gen_len <= m.model->config().max_seq_len, "--prompt-len + --gen-len (",
             f.prompt_len + f.gen_len, ") exceeds the model's context of ", m.model->config().max_seq_len);
@@ -429,6 +438,17 @@ int run_bench(const BenchFlags& f) {
                 static_cast<long long>(b.parameters), static_cast<long long>(b.unrolled),
                 static_cast<long long>(b.running), b.tokens_per_s, b.ttft_p50, b.latency_p50, b.latency_p90,
                 b.latency_p99, b.tpot_p50 * 1e3, b.kv_peak_mib);
+  }
+  for (const auto& b : results) {
+    int64_t total = 0;
+    for (auto c : b.depth_histogram) total += c;
+    if (b.depth_histogram.size() < 2 || total == 0) continue;
+    std::printf("\n%s: generated tokens by depth:", b.name.c_str());
+    for (size_t d = 1; d < b.depth_histogram.size(); ++d) {
+      std::printf(" %zu:%.0f%%", d, 100.0 * static_cast<double>(b.depth_histogram[d]) / static_cast<double>(total));
+    }
+    std::printf("; block calls %lld, %lld mixing recursions (depth-wise batching)\n",
+                static_cast<long long>(b.block_calls), static_cast<long long>(b.mixed_depth_calls));
   }
   if (results.size() == 2) {
     std::printf("\nMoR / vanilla: throughput %.2fx, K/V peak %.2fx, p50 latency %.2fx\n",
@@ -488,6 +508,8 @@ void register_engine_commands(CLI::App& app, Action& action) {
       ->capture_default_str();
   bench->add_option("--seed", b->seed, "Seed of the random prompts")->capture_default_str();
   bench->add_option("-o,--out", b->out, "Also write the results as JSON");
+  bench->add_flag("--per-step", b->per_step,
+                  "Disable depth-wise batching (each step runs its chunks through all recursions)");
   bench->callback([b, &action] { action = [b] { return run_bench(*b); }; });
 }
 

@@ -39,6 +39,10 @@ struct EngineOptions {
   int64_t kv_blocks = 0;          // > 0: exactly this many blocks (overrides kv_memory_mb)
   SchedulerConfig scheduler;
   uint64_t seed = 0;              // seeds of requests that give none: seed + request id
+  // Depth-wise batching: each step runs ONE recursion for every chunk in the shared block, new
+  // chunks at recursion 0 together with earlier ones at deeper recursions, so the block call stays
+  // full as tokens exit. Off: each step runs its new chunks through all their recursions.
+  bool depth_wise_batching = true;
 };
 
 // Timeline of one finished request (seconds on a steady clock).
@@ -53,6 +57,8 @@ struct EngineStats {
   int64_t prefill_tokens = 0, decode_tokens = 0;
   int64_t preemptions = 0;
   int64_t peak_kv_blocks = 0;
+  int64_t block_calls = 0;        // decode_recursion calls
+  int64_t mixed_depth_calls = 0;  // ... of which mixed chunks at different recursions
   std::vector<int64_t> slot_tokens;  // tokens appended per cache slot since start
   std::vector<RequestTiming> finished;  // every finished request, in finishing order
 };
@@ -81,6 +87,7 @@ class Engine final : public Service {
   int64_t kv_bytes_per_block() const { return bytes_per_block_; }
 
   struct Request;  // per-request state (engine.cpp)
+  struct Flight;   // a chunk in flight between steps (engine.cpp)
 
  private:
   void finish(Request& r, const std::string& reason, const std::string& error = {});
@@ -95,6 +102,7 @@ class Engine final : public Service {
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<class PagedKvCache> cache_;
   std::map<int64_t, std::shared_ptr<Request>> requests_;
+  std::map<int64_t, std::unique_ptr<Flight>> flights_;  // by sequence
   int64_t next_id_ = 0;
   mutable std::mutex mutex_;  // guards everything above against submit()/metrics() during steps
   std::condition_variable wake_;

@@ -87,6 +87,10 @@ class Scheduler {
   Admit add(int64_t id, std::vector<int32_t> prompt, int64_t max_new_tokens);
 
   StepPlan plan();
+  // Depth-wise batching: sequences in `in_flight` (id -> worst-case blocks their unfinished item may
+  // still append) are running an item planned in an earlier step. They get no new item, are never
+  // preempted, and their blocks stay reserved. plan() == plan({}).
+  StepPlan plan(const std::map<int64_t, int64_t>& in_flight);
   // After the runner executed an item: computed += count; with a sampled token it is appended
   // (generated += 1); finished (EOS, stop string, max tokens) releases the sequence's blocks.
   // The scheduler also finishes a sequence once generated reaches max_new_tokens. mor::Error for an

@@ -29,7 +29,9 @@ struct TokenInfo {
   std::string text;                            // the token's text (UTF-8 bytes as decoded)
   std::optional<float> logprob;                // absent for the first prompt token
   std::vector<std::pair<int32_t, float>> top;  // sampling.logprobs alternatives
-  int64_t depth = 0;                           // recursions the token received (0 without recursion)
+  // Recursions of the position whose logits produced this token (the compute spent predicting it;
+  // 0 without recursion, and 0 for echoed prompt tokens).
+  int64_t depth = 0;
 };
 
 // Thrown by submit() when the waiting queue is full (HTTP 429).

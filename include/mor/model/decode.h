@@ -11,7 +11,7 @@
 // Routing at inference is causal: expert-choice tokens continue when the router (or auxiliary
 // router) probability reaches the threshold, or always when the recursion's capacity is 1;
 // token-choice picks the depth from the router at the first recursion. The non-causal top-k of
-// training cannot be decoded incrementally and is refused.
+// training cannot be decoded incrementally: decoding is causal whatever model.inference_routing says.
 //
 // Within one call, the tokens of all chunks that are active at recursion r go through the shared
 // block together (one batched call per block layer), whatever sequence they belong to.

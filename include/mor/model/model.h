@@ -130,7 +130,8 @@ class MoRModel {
 
   // Incremental inference over an external K/V cache (model/decode.h): the new tokens of every
   // chunk, the same logits and depths as forward() with causal routing on the whole sequences.
-  // Inference only (no autograd). Throws mor::Error for top-k routing or positions past max_seq_len.
+  // Inference only (no autograd), always with causal routing. Throws mor::Error for positions past
+  // max_seq_len or token ids outside the vocabulary.
   DecodeOutput forward_cached(const std::vector<DecodeChunk>& chunks, KvCache& cache,
                               const DecodeOptions& options = {}) const;
   // The stages of forward_cached (model/decode.h, FlightChunk): enter = embedding + prelude layers
