@@ -307,6 +307,35 @@ TEST(Scheduler, PreemptionPicksNewestRunningSequence) {
   EXPECT_TRUE(again.items[0].samples);
 }
 
+TEST(Scheduler, InFlightSequencesGetNoItemsAreNeverPreemptedAndKeepTheirReservation) {
+  // Depth-wise batching: sequence 3 (the newest) has an item in flight that may still need 2 blocks.
+  KvBlockManager kv(1, 2, 6);
+  Scheduler sched({64, 8, 8}, kv, one_slot_demand());
+  for (int64_t id : {1, 2, 3}) ASSERT_EQ(sched.add(id, prompt_of(4), 9), Scheduler::Admit::kQueued);
+  run_step(sched, kv, sched.plan());  // 2 full blocks each: pool full
+  ASSERT_EQ(kv.free_blocks(), 0);
+  // Decoding needs a new block for each (5th token). 3 is in flight: not planned, not preempted;
+  // the newest preemptible one (2) goes instead.
+  StepPlan plan = sched.plan({{3, 0}});
+  EXPECT_EQ(plan.preempted, (std::vector<int64_t>{2}));
+  EXPECT_EQ(item_seqs(plan), (std::vector<int64_t>{1}));
+  EXPECT_EQ(sched.sequence(3).status, SeqStatus::kRunning);
+  // With 3's outstanding reservation covering the freed blocks, 1 cannot be planned and must wait:
+  // no self-preemption and no finishing while something is in flight.
+  KvBlockManager kv2(1, 2, 4);
+  Scheduler s2({64, 8, 8}, kv2, one_slot_demand());
+  for (int64_t id : {1, 2}) ASSERT_EQ(s2.add(id, prompt_of(4), 9), Scheduler::Admit::kQueued);
+  run_step(s2, kv2, s2.plan());  // pool full
+  StepPlan waiting = s2.plan({{2, 2}});
+  EXPECT_TRUE(waiting.items.empty());
+  EXPECT_TRUE(waiting.preempted.empty());
+  EXPECT_TRUE(waiting.finished.empty());
+  EXPECT_EQ(s2.sequence(1).status, SeqStatus::kRunning);
+  // Once 2's chunk is done (complete + release), 1 proceeds.
+  s2.abort(2);
+  EXPECT_EQ(item_seqs(s2.plan()), (std::vector<int64_t>{1}));
+}
+
 TEST(Scheduler, PreemptsSeveralNewestInOrderAndRequeuesThemFifo) {
   KvBlockManager kv(1, 1, 8);
   Scheduler sched({64, 8, 8}, kv, one_slot_demand());
