@@ -40,7 +40,12 @@ status=0
 "$repo/build-gpu/tests/kernels/mor_kernel_tests" 2>&1 | tee "$out/kernel_tests.txt" || status=1
 "$repo/build-gpu/tests/mor_model_tests" --gtest_brief=1 2>&1 | tee "$out/model_tests.txt" || status=1
 "$repo/build-gpu/tests/mor_train_tests" --gtest_brief=1 2>&1 | tee "$out/train_tests.txt" || status=1
+"$repo/build-gpu/tests/mor_engine_run_tests" --gtest_brief=1 2>&1 | tee "$out/engine_tests.txt" || status=1
+"$repo/build-gpu/tests/mor_eval_tests" --gtest_brief=1 2>&1 | tee "$out/eval_tests.txt" || status=1
 "$repo/build-gpu/benchmarks/mor_bench_model" --benchmark_out="$out/bench_model.json" 2>&1 | tee "$out/bench_model.txt" || status=1
+# Engine decode throughput on the GPU (bf16), MoR N_r = 2, 3, 4 vs vanilla; CPU-sized models unless overridden.
+BATCH="${BATCH:-32}" PROMPT="${PROMPT:-128}" GEN="${GEN:-128}" KV_MB="${KV_MB:-4096}" HIDDEN="${HIDDEN:-1024}" \
+  bash "$repo/benchmarks/engine_throughput.sh" "$repo/build-gpu/mor" "$repo" "$out/engine_throughput.md" || status=1
 # Training on the GPU (bf16, NCCL when more than one GPU): needs the demo data carried in data/demo.
 if [ -f "$repo/data/demo/tokenizer.json" ]; then
   "$repo/build-gpu/mor" train "$repo/configs/demo.yaml" --set train.device=cuda --set train.max_steps=50 \
