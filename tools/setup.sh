@@ -41,9 +41,9 @@ if ! "$venv/bin/python" -c 'import transformers' 2>/dev/null; then
   say "installing transformers into $venv (tests/integration/hf_parity_test.sh)"
   "$venv/bin/python" -m pip install -q "transformers==5.24.0"
 fi
-if ! "$venv/bin/python" -c 'import lm_eval' 2>/dev/null; then
-  say "installing lm-eval into $venv (tests/integration/lm_eval_parity_test.sh: parity with the harness)"
-  "$venv/bin/python" -m pip install -q "lm-eval[hf]==0.4.13"
+if ! "$venv/bin/python" -c "import lm_eval, tenacity" 2>/dev/null; then
+  say "installing lm-eval into $venv (harness parity tests: lm_eval_parity_test.sh, lm_eval_serve_test.sh)"
+  "$venv/bin/python" -m pip install -q "lm-eval[hf,api]==0.4.13"
 fi
 torch_prefix="$("$venv/bin/python" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)' 2>/dev/null)"
 
