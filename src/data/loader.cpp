@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "mor/core/error.h"
+#include "mor/core/hash.h"
 #include "mor/core/file.h"
 #include "mor/data/shard.h"
 
@@ -113,10 +114,9 @@ std::vector<uint32_t> shuffle_permutation(int64_t n, uint64_t seed, int64_t epoc
 std::string data_fingerprint(const std::vector<std::string>& names, const std::vector<int64_t>& num_tokens) {
   MOR_CHECK(names.size() == num_tokens.size(), "data_fingerprint: ", names.size(), " names but ",
             num_tokens.size(), " token counts");
-  uint64_t h = 0xCBF29CE484222325ULL;
+  uint64_t h = core::kFnv1aOffset;
   auto feed = [&h](const void* data, size_t size) {
-    const auto* p = static_cast<const unsigned char*>(data);
-    for (size_t i = 0; i < size; ++i) h = (h ^ p[i]) * 0x100000001B3ULL;
+    h = core::fnv1a64(h, std::string_view(static_cast<const char*>(data), size));
   };
   for (size_t i = 0; i < names.size(); ++i) {
     const std::string name = fs::path(names[i]).filename().string();
@@ -129,10 +129,7 @@ std::string data_fingerprint(const std::vector<std::string>& names, const std::v
     for (int b = 0; b < 8; ++b) buf[b] = static_cast<unsigned char>(tokens >> (8 * b));
     feed(buf, 8);
   }
-  static const char* kHex = "0123456789abcdef";
-  std::string out(16, '0');
-  for (int i = 15; i >= 0; --i, h >>= 4) out[static_cast<size_t>(i)] = kHex[h & 0xF];
-  return out;
+  return core::hex64(h);
 }
 
 std::vector<std::string> resolve_shard_paths(const std::vector<std::string>& specs) {

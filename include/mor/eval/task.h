@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "mor/core/hash.h"
 #include "mor/eval/template.h"
 #include "mor/io/tokenizer.h"
 
@@ -137,7 +138,7 @@ class Task {
   std::vector<Value> eval_docs_;
   std::vector<Value> fewshot_docs_;
   bool fewshot_is_eval_ = false;  // the sampler removes the evaluated doc (fewshot split == test split)
-  uint64_t digest_ = 0xcbf29ce484222325ULL;
+  uint64_t digest_ = core::kFnv1aOffset;
 };
 
 // The harness's _encode_pair: trailing whitespace of the context moves to the continuation, then
@@ -148,6 +149,10 @@ std::pair<std::vector<int32_t>, std::vector<int32_t>> encode_pair(const io::Toke
                                                                   const std::string& context,
                                                                   const std::string& continuation,
                                                                   int32_t prefix_token);
+// encode_pair for many requests at once, encoding on `threads` threads (io::Tokenizer::encode_batch;
+// 0: every core). The same result as encode_pair for each request, in order.
+std::vector<std::pair<std::vector<int32_t>, std::vector<int32_t>>> encode_pairs(
+    const io::Tokenizer& tokenizer, const std::vector<const Request*>& requests, int32_t prefix_token, int threads = 0);
 
 }  // namespace mor::eval
 
