@@ -3,15 +3,12 @@
 #include "mor/eval/evaluator.h"
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
-#include <exception>
 #include <functional>
 #include <limits>
 #include <map>
 #include <set>
-#include <thread>
 
 #include "mor/core/error.h"
 #include "mor/core/progress.h"
@@ -26,30 +23,6 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// Runs fn(i) for i in [0, n) on `threads` threads; the first exception is rethrown.
-template <typename Fn>
-void parallel_for(int64_t n, int threads, const Fn& fn) {
-  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  threads = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(1, n)));
-  std::atomic<int64_t> next{0};
-  std::exception_ptr error;
-  std::atomic<bool> failed{false};
-  auto work = [&] {
-    for (int64_t i = next++; i < n && !failed; i = next++) {
-      try {
-        fn(i);
-      } catch (...) {
-        if (!failed.exchange(true)) error = std::current_exception();
-      }
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
-  if (error) std::rethrow_exception(error);
 }
 
 // Groups under `name` (itself first), depth first, each once.
@@ -108,7 +81,7 @@ EvalResults run_evaluation(const EvalOptions& options, const TaskRegistry& regis
     p.result.requests = static_cast<int64_t>(flat.size()) - p.first_request;
   }
 
-  // 2. Tokenization (the harness's _encode_pair), in parallel.
+  // 2. Tokenization (the harness's _encode_pair), on every core.
   EvalResults results;
   results.requests = static_cast<int64_t>(flat.size());
   const auto t0 = std::chrono::steady_clock::now();
@@ -117,13 +90,20 @@ EvalResults run_evaluation(const EvalOptions& options, const TaskRegistry& regis
     core::Progress::Options po;
     po.mode = options.progress ? core::Progress::Mode::kAuto : core::Progress::Mode::kSilent;
     core::Progress progress("tokenizing", static_cast<int64_t>(flat.size()), po);
-    parallel_for(static_cast<int64_t>(flat.size()), options.threads, [&](int64_t i) {
-      const Request& r = *flat[static_cast<size_t>(i)];
-      auto [ctx, cont] = encode_pair(tokenizer, r.context, r.continuation, options.prefix_token);
-      MOR_CHECK(!cont.empty(), "the continuation '", r.continuation, "' encodes to no tokens");
-      tokenized[static_cast<size_t>(i)] = {std::move(ctx), std::move(cont)};
-      progress.add(1);
-    });
+    // In slices, so that the progress display moves on long suites.
+    constexpr size_t kSlice = 4096;
+    for (size_t begin = 0; begin < flat.size(); begin += kSlice) {
+      const size_t end = std::min(flat.size(), begin + kSlice);
+      const std::vector<const Request*> slice(flat.begin() + static_cast<std::ptrdiff_t>(begin),
+                                              flat.begin() + static_cast<std::ptrdiff_t>(end));
+      auto pairs = encode_pairs(tokenizer, slice, options.prefix_token, options.threads);
+      for (size_t i = 0; i < pairs.size(); ++i) {
+        const Request& r = *slice[i];
+        MOR_CHECK(!pairs[i].second.empty(), "the continuation '", r.continuation, "' encodes to no tokens");
+        tokenized[begin + i] = {std::move(pairs[i].first), std::move(pairs[i].second)};
+      }
+      progress.add(static_cast<int64_t>(end - begin));
+    }
   }
   results.tokenize_seconds = seconds_since(t0);
   for (const auto& t : tokenized) {

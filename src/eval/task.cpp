@@ -15,6 +15,7 @@
 
 #include "mor/core/error.h"
 #include "mor/core/file.h"
+#include "mor/core/hash.h"
 #include "mor/core/py_random.h"
 #include "mor/eval/pystr.h"
 
@@ -253,13 +254,6 @@ void parse_group_node(const YAML::Node& root, const std::string& file, std::map<
   groups.emplace(group.name, group);
 }
 
-uint64_t fnv1a(uint64_t h, std::string_view bytes) {
-  for (unsigned char c : bytes) {
-    h ^= c;
-    h *= 0x100000001b3ULL;
-  }
-  return h;
-}
 
 }  // namespace
 
@@ -479,11 +473,7 @@ Task::Task(TaskSpec spec, const std::string& data_dir, int64_t num_fewshot)
   }
 }
 
-std::string Task::data_digest() const {
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(digest_));
-  return hex;
-}
+std::string Task::data_digest() const { return core::hex64(digest_); }
 
 std::vector<Value> Task::read_split(const std::string& split) {
   const std::string& data_dir = data_dir_;
@@ -499,7 +489,7 @@ std::vector<Value> Task::read_split(const std::string& split) {
     fail(msg);
   }
   const std::string bytes = core::read_file(path);
-  digest_ = fnv1a(digest_, bytes);
+  digest_ = core::fnv1a64(digest_, bytes);
   std::vector<Value> docs;
   size_t pos = 0;
   int64_t line_no = 0;
@@ -638,26 +628,68 @@ std::vector<DocRequests> Task::build(int64_t num_fewshot, int64_t seed, int64_t 
   return out;
 }
 
+namespace {
+
+// The texts _encode_pair encodes: the context with its trailing whitespace moved to the
+// continuation, and context + continuation; an empty context encodes the continuation alone.
+struct PairTexts {
+  bool empty_context = false;
+  std::string context, whole;
+};
+
+PairTexts pair_texts(const std::string& context, const std::string& continuation) {
+  if (context.empty()) return {true, {}, continuation};
+  std::string ctx = py::rstrip(context);
+  std::string whole = ctx + context.substr(ctx.size()) + continuation;
+  return {false, std::move(ctx), std::move(whole)};
+}
+
+std::pair<std::vector<int32_t>, std::vector<int32_t>> assemble_pair(const PairTexts& texts,
+                                                                    std::vector<int32_t> ctx_enc,
+                                                                    std::vector<int32_t> whole, int32_t prefix_token) {
+  if (texts.empty_context) {
+    // The harness's HF backend: the prefix token stands in for the context, unless the
+    // continuation already starts with it (then that first token is the context).
+    if (!whole.empty() && whole.front() == prefix_token) {
+      return {std::vector<int32_t>(whole.begin(), whole.begin() + 1), std::vector<int32_t>(whole.begin() + 1, whole.end())};
+    }
+    return {{prefix_token}, std::move(whole)};
+  }
+  const size_t split = std::min(ctx_enc.size(), whole.size());
+  std::vector<int32_t> cont_enc(whole.begin() + static_cast<std::ptrdiff_t>(split), whole.end());
+  return {std::move(ctx_enc), std::move(cont_enc)};
+}
+
+}  // namespace
+
 std::pair<std::vector<int32_t>, std::vector<int32_t>> encode_pair(const io::Tokenizer& tokenizer,
                                                                   const std::string& context,
                                                                   const std::string& continuation,
                                                                   int32_t prefix_token) {
-  if (context.empty()) {
-    // The harness's HF backend: the prefix token stands in for the context, unless the
-    // continuation already starts with it (then that first token is the context).
-    std::vector<int32_t> cont = tokenizer.encode(continuation);
-    if (!cont.empty() && cont.front() == prefix_token) {
-      return {std::vector<int32_t>(cont.begin(), cont.begin() + 1), std::vector<int32_t>(cont.begin() + 1, cont.end())};
-    }
-    return {{prefix_token}, std::move(cont)};
+  const PairTexts texts = pair_texts(context, continuation);
+  return assemble_pair(texts, texts.empty_context ? std::vector<int32_t>{} : tokenizer.encode(texts.context),
+                       tokenizer.encode(texts.whole), prefix_token);
+}
+
+std::vector<std::pair<std::vector<int32_t>, std::vector<int32_t>>> encode_pairs(
+    const io::Tokenizer& tokenizer, const std::vector<const Request*>& requests, int32_t prefix_token, int threads) {
+  std::vector<PairTexts> texts;
+  std::vector<std::string> batch;  // per request: [context,] whole
+  texts.reserve(requests.size());
+  for (const Request* r : requests) {
+    texts.push_back(pair_texts(r->context, r->continuation));
+    if (!texts.back().empty_context) batch.push_back(texts.back().context);
+    batch.push_back(texts.back().whole);
   }
-  const std::string ctx = py::rstrip(context);
-  const std::string cont = context.substr(ctx.size()) + continuation;
-  std::vector<int32_t> whole = tokenizer.encode(ctx + cont);
-  std::vector<int32_t> ctx_enc = tokenizer.encode(ctx);
-  const size_t split = std::min(ctx_enc.size(), whole.size());
-  std::vector<int32_t> cont_enc(whole.begin() + static_cast<std::ptrdiff_t>(split), whole.end());
-  return {std::move(ctx_enc), std::move(cont_enc)};
+  std::vector<std::vector<int32_t>> ids = tokenizer.encode_batch(batch, threads);
+  std::vector<std::pair<std::vector<int32_t>, std::vector<int32_t>>> out;
+  out.reserve(requests.size());
+  size_t k = 0;
+  for (const PairTexts& t : texts) {
+    std::vector<int32_t> ctx = t.empty_context ? std::vector<int32_t>{} : std::move(ids[k++]);
+    out.push_back(assemble_pair(t, std::move(ctx), std::move(ids[k++]), prefix_token));
+  }
+  return out;
 }
 
 }  // namespace mor::eval

@@ -153,5 +153,27 @@ TEST(EvalTasks, EncodePairMovesTrailingWhitespaceToTheContinuation) {
   EXPECT_EQ(cont3, tok.encode(" word"));
 }
 
+TEST(EvalTasks, EncodePairsOnManyThreadsEqualsEncodePairOneByOne) {
+  const io::Tokenizer tok =
+      io::Tokenizer::from_file(kSource + "/tests/fixtures/tokenizer/mor-trained/bytelevel.json");
+  const TaskRegistry reg = TaskRegistry::load({kSource + "/configs/eval/tasks"});
+  std::vector<Request> requests;
+  for (const char* name : {"lambada_openai", "hellaswag", "winogrande"}) {  // LAMBADA has an empty context
+    const Task task(reg.task(name), kSource + "/tests/fixtures/eval/data", 2);
+    for (const auto& d : task.build(2, 1234)) requests.insert(requests.end(), d.requests.begin(), d.requests.end());
+  }
+  requests.push_back({"", "<|endoftext|> x"});  // starts with the prefix token itself
+  std::vector<const Request*> ptrs;
+  for (const auto& r : requests) ptrs.push_back(&r);
+  const auto batched = encode_pairs(tok, ptrs, 0, 4);
+  ASSERT_EQ(batched.size(), requests.size());
+  bool saw_empty = false;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    saw_empty = saw_empty || requests[i].context.empty();
+    EXPECT_EQ(batched[i], encode_pair(tok, requests[i].context, requests[i].continuation, 0)) << "request " << i;
+  }
+  EXPECT_TRUE(saw_empty);
+}
+
 }  // namespace
 }  // namespace mor::eval
