@@ -50,25 +50,32 @@ class ModelScorer final : public LoglikelihoodScorer {
     }
     // Requests with the same model input share one forward (e.g. the single-token choices " A".."
     // D" of an MMLU question): each reads its own targets from the shared row.
-    std::vector<std::vector<int64_t>> rows;
+    // A row is the input of its first request (an index, not a copy).
+    std::vector<int64_t> row_request;
     std::vector<std::vector<int64_t>> members;  // row -> requests
     {
-      std::map<std::vector<int64_t>, int64_t> seen;
+      const auto by_input = [&](int64_t a, int64_t b) {
+        return inputs[static_cast<size_t>(a)] < inputs[static_cast<size_t>(b)];
+      };
+      std::map<int64_t, int64_t, decltype(by_input)> seen(by_input);  // request -> its row
       for (int64_t i = 0; i < n; ++i) {
-        auto [it, inserted] = seen.emplace(inputs[static_cast<size_t>(i)], static_cast<int64_t>(rows.size()));
+        auto [it, inserted] = seen.emplace(i, static_cast<int64_t>(row_request.size()));
         if (inserted) {
-          rows.push_back(inputs[static_cast<size_t>(i)]);
+          row_request.push_back(i);
           members.emplace_back();
         }
         members[static_cast<size_t>(it->second)].push_back(i);
       }
     }
+    auto row_input = [&](int64_t row) -> const std::vector<int64_t>& {
+      return inputs[static_cast<size_t>(row_request[static_cast<size_t>(row)])];
+    };
     // Longest first, ties by tokens (the harness's Collator order), so batches are length-homogeneous.
-    std::vector<int64_t> order(rows.size());
+    std::vector<int64_t> order(row_request.size());
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-      const auto& x = rows[static_cast<size_t>(a)];
-      const auto& y = rows[static_cast<size_t>(b)];
+      const auto& x = row_input(a);
+      const auto& y = row_input(b);
       if (x.size() != y.size()) return x.size() > y.size();
       return x < y;
     });
@@ -79,12 +86,12 @@ class ModelScorer final : public LoglikelihoodScorer {
     size_t start = 0;
     while (start < order.size()) {
       size_t end = start + 1;
-      const size_t first_len = rows[static_cast<size_t>(order[start])].size();
+      const size_t first_len = row_input(order[start]).size();
       while (end < order.size() && static_cast<int64_t>(end - start) < options_.batch_size &&
-             (!topk || rows[static_cast<size_t>(order[end])].size() == first_len)) {
+             (!topk || row_input(order[end]).size() == first_len)) {
         ++end;
       }
-      run_batch(order, start, end, rows, members, targets, results);
+      run_batch(order, start, end, inputs, row_request, members, targets, results);
       if (progress) {
         int64_t done = 0;
         for (size_t k = start; k < end; ++k) done += static_cast<int64_t>(members[static_cast<size_t>(order[k])].size());
@@ -97,18 +104,22 @@ class ModelScorer final : public LoglikelihoodScorer {
 
  private:
   void run_batch(const std::vector<int64_t>& order, size_t start, size_t end,
-                 const std::vector<std::vector<int64_t>>& rows, const std::vector<std::vector<int64_t>>& members,
+                 const std::vector<std::vector<int64_t>>& inputs, const std::vector<int64_t>& row_request,
+                 const std::vector<std::vector<int64_t>>& members,
                  const std::vector<std::vector<int64_t>>& targets, std::vector<LoglikelihoodResult>& results) {
     const int64_t batch = static_cast<int64_t>(end - start);
     int64_t width = 0;
-    for (size_t k = start; k < end; ++k) width = std::max<int64_t>(width, rows[static_cast<size_t>(order[k])].size());
+    auto row_input = [&](int64_t row) -> const std::vector<int64_t>& {
+      return inputs[static_cast<size_t>(row_request[static_cast<size_t>(row)])];
+    };
+    for (size_t k = start; k < end; ++k) width = std::max<int64_t>(width, row_input(order[k]).size());
     at::Tensor tokens = at::zeros({batch, width}, at::kLong);
     auto acc = tokens.accessor<int64_t, 2>();
     // Flat (row * width + position) indices of the scored positions, their target tokens and the
     // request each belongs to.
     std::vector<int64_t> positions, target_ids, owner;
     for (int64_t b = 0; b < batch; ++b) {
-      const auto& in = rows[static_cast<size_t>(order[start + static_cast<size_t>(b)])];
+      const auto& in = row_input(order[start + static_cast<size_t>(b)]);
       for (size_t t = 0; t < in.size(); ++t) acc[b][static_cast<int64_t>(t)] = in[t];
       const int64_t len = static_cast<int64_t>(in.size());
       for (int64_t req : members[static_cast<size_t>(order[start + static_cast<size_t>(b)])]) {
@@ -147,7 +158,7 @@ class ModelScorer final : public LoglikelihoodScorer {
       const at::Tensor depth = out.depth.to(at::kCPU).contiguous();
       auto d = depth.accessor<int64_t, 2>();
       for (int64_t b = 0; b < batch; ++b) {
-        const int64_t len = static_cast<int64_t>(rows[static_cast<size_t>(order[start + static_cast<size_t>(b)])].size());
+        const int64_t len = static_cast<int64_t>(row_input(order[start + static_cast<size_t>(b)]).size());
         for (int64_t t = 0; t < len; ++t) {
           const int64_t v = std::clamp<int64_t>(d[b][t], 0, static_cast<int64_t>(histogram_.size()) - 1);
           ++histogram_[static_cast<size_t>(v)];
