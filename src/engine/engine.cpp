@@ -143,8 +143,7 @@ Engine::Engine(std::shared_ptr<const model::MoRModel> model, io::Tokenizer token
                std::optional<int32_t> eos, EngineOptions options)
     : model_(std::move(model)), tokenizer_(std::move(tokenizer)), model_name_(std::move(model_name)), eos_(eos),
       options_(options) {
-  const auto& cfg = model_->config();
-  const model::CacheLayout layout = model::cache_layout(cfg);
+  const model::CacheLayout& layout = model_->cache_slots();
   MOR_CHECK(options_.kv_block_size > 0, "engine.kv_block_size must be positive, got ", options_.kv_block_size);
   MOR_CHECK(options_.kv_memory_mb > 0, "engine.kv_memory_mb must be positive, got ", options_.kv_memory_mb);
   const int64_t elem = static_cast<int64_t>(c10::elementSize(model_->dtype()));

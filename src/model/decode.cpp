@@ -86,7 +86,7 @@ struct MoRModel::DecodeGroup {
 at::Tensor MoRModel::decode_layer(const at::Tensor& x, const std::vector<DecodeGroup>& groups, KvCache& cache) const {
   const int64_t heads = config_.num_heads, kvh = config_.num_kv_heads, hd = config_.resolved_head_dim();
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-  const CacheLayout slots = cache_layout(config_);
+  const CacheLayout& slots = cache_slots_;
   const int64_t set = layout_.unrolled[groups.front().unrolled];
   for (const auto& g : groups) {
     MOR_CHECK(layout_.unrolled[g.unrolled] == set, "internal: decode_layer over different parameter sets");
@@ -427,8 +427,7 @@ DecodeOutput MoRModel::forward_cached(const std::vector<DecodeChunk>& chunks, Kv
   }
   DecodeOutput out;
   out.logits = decode_exit(ptrs, cache, options.last_only);
-  const CacheLayout layout = cache_layout(config_);
-  out.slot_appends.assign(static_cast<size_t>(layout.num_slots), 0);
+  out.slot_appends.assign(static_cast<size_t>(cache_slots_.num_slots), 0);
   std::vector<int64_t> depth;
   out.offsets.push_back(0);
   for (const FlightChunk& f : flights) {

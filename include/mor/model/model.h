@@ -123,6 +123,8 @@ class MoRModel {
 
   const config::ModelConfig& config() const { return config_; }
   const Layout& layout() const { return layout_; }
+  // Where incremental decoding stores K/V (cache_layout(config()), computed once).
+  const CacheLayout& cache_slots() const { return cache_slots_; }
   at::ScalarType dtype() const { return dtype_; }
   at::Device device() const { return device_; }
 
@@ -175,6 +177,7 @@ class MoRModel {
 
   config::ModelConfig config_;
   Layout layout_;
+  CacheLayout cache_slots_;
   at::ScalarType dtype_;
   at::Device device_;
   std::vector<NamedParam> params_;
