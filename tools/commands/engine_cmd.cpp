@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "model_loading.h"
 #include "mor/config/config.h"
 #include "mor/core/error.h"
 #include "mor/core/file.h"
@@ -69,13 +70,7 @@ Loaded load(const ModelFlags& f) {
   if (!from_yaml && (!f.config.files.empty() || !f.config.overrides.empty())) {
     out.engine = config::load(f.config.files, f.config.overrides).engine;
   }
-  MOR_CHECK(f.device == "auto" || f.device == "cpu" || f.device == "cuda", "--device: '", f.device,
-            "' is not a device (auto | cpu | cuda)");
-  const bool cuda = f.device == "cuda" || (f.device == "auto" && at::hasCUDA());
-  MOR_CHECK(!cuda || at::hasCUDA(), "--device cuda: no CUDA device is available");
-  const at::ScalarType dtype =
-      f.dtype == "auto" ? (cuda ? at::kBFloat16 : at::kFloat) : model::dtype_from_name(f.dtype, "--dtype");
-  const at::Device device = cuda ? at::Device(at::kCUDA) : at::Device(at::kCPU);
+  const Placement place = resolve_placement(f.device, f.dtype);
   std::string tokenizer_path;
   if (from_yaml) {
     // A configuration: the model it describes with its initial (random) weights -- for benchmarks,
@@ -83,23 +78,14 @@ Loaded load(const ModelFlags& f) {
     std::vector<std::string> files = {f.path};
     files.insert(files.end(), f.config.files.begin(), f.config.files.end());
     const config::Config cfg = config::load(files, f.config.overrides);
-    out.model = std::make_shared<model::MoRModel>(cfg.model, dtype, device);
+    out.model = std::make_shared<model::MoRModel>(cfg.model, place.dtype, place.device);
     tokenizer_path = cfg.data.tokenizer;
     out.engine = cfg.engine;
-  } else if (core::file_exists(f.path + "/mor_bundle.json")) {
-    const model::BundleInfo info = model::read_bundle_info(f.path);
-    out.model = std::shared_ptr<model::MoRModel>(model::load_bundle(f.path, dtype, device));
-    tokenizer_path = info.tokenizer_json;
-    if (info.eos_token_id) out.eos = static_cast<int32_t>(*info.eos_token_id);
   } else {
-    try {
-      (void)train::resolve_checkpoint(f.path);
-    } catch (const Error& e) {
-      fail(f.path, ": not a bundle (no mor_bundle.json), and ", e.what());
-    }
-    config::Config cfg;
-    out.model = std::shared_ptr<model::MoRModel>(train::load_checkpoint_model(f.path, dtype, device, &cfg));
-    tokenizer_path = cfg.data.tokenizer;
+    InferenceModel m = load_inference_model(f.path, place);
+    out.model = std::move(m.model);
+    tokenizer_path = m.tokenizer_path;
+    if (m.eos) out.eos = static_cast<int32_t>(*m.eos);
   }
   if (!f.tokenizer.empty()) tokenizer_path = f.tokenizer;
   MOR_CHECK(!tokenizer_path.empty() && core::file_exists(tokenizer_path), f.path,
@@ -389,7 +375,7 @@ int run_bench(const BenchFlags& f) {
   int64_t running = 0;
   if (f.batch == "max") {
     // As many as the K/V pool holds at the worst case (every token in every slot).
-    const model::CacheLayout layout = model::cache_layout(m.model->config());
+    const model::CacheLayout& layout = m.model->cache_slots();
     const int64_t blocks_per_seq =
         layout.num_slots * ((f.prompt_len + f.gen_len + eo.kv_block_size - 1) / eo.kv_block_size);
     const int64_t elem = static_cast<int64_t>(c10::elementSize(m.model->dtype()));

@@ -13,9 +13,11 @@
 #include <sstream>
 
 #include "commands.h"
+#include "model_loading.h"
 #include "mor/config/config.h"
 #include "mor/core/error.h"
 #include "mor/core/file.h"
+#include "mor/core/hash.h"
 #include "mor/eval/evaluator.h"
 #include "mor/eval/perplexity.h"
 #include "mor/eval/report.h"
@@ -58,27 +60,6 @@ struct EvalFlags {
        has_seed = false;
 };
 
-uint64_t fnv1a_file(uint64_t h, const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return h;
-  std::vector<unsigned char> buf(1 << 20);
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), f)) > 0) {
-    for (size_t i = 0; i < n; ++i) {
-      h ^= buf[i];
-      h *= 0x100000001b3ULL;
-    }
-  }
-  std::fclose(f);
-  return h;
-}
-
-std::string hex64(uint64_t h) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-  return buf;
-}
-
 std::string basename_of(std::string path) {
   while (path.size() > 1 && path.back() == '/') path.pop_back();
   const size_t slash = path.rfind('/');
@@ -104,47 +85,6 @@ std::string routing_description(const config::ModelConfig& m, config::RoutingMod
   char buf[96];
   std::snprintf(buf, sizeof buf, "causal (router probability >= %g per token)", m.router.expert.threshold);
   return buf;
-}
-
-struct LoadedModel {
-  std::unique_ptr<model::MoRModel> model;
-  std::string kind, tokenizer_path, digest;
-  std::optional<int64_t> bos, eos;
-  std::vector<std::string> weight_files;
-};
-
-LoadedModel load_model(const std::string& path, at::ScalarType dtype, at::Device device) {
-  LoadedModel out;
-  uint64_t h = 0xcbf29ce484222325ULL;
-  if (core::file_exists(path + "/mor_bundle.json")) {
-    const model::BundleInfo info = model::read_bundle_info(path);
-    out.model = model::load_bundle(path, dtype, device);
-    out.kind = "bundle";
-    out.tokenizer_path = info.tokenizer_json;
-    out.bos = info.bos_token_id;
-    out.eos = info.eos_token_id;
-    for (const auto& f : info.files) out.weight_files.push_back(path + "/" + f);
-  } else {
-    MOR_CHECK(core::is_directory(path), path,
-              ": not a bundle (no mor_bundle.json), checkpoint or run directory (mor eval takes the output of "
-              "mor export / mor import, or of mor train)");
-    try {
-      (void)train::resolve_checkpoint(path);
-    } catch (const Error& e) {
-      fail(path, ": not a bundle (no mor_bundle.json), and ", e.what());
-    }
-    config::Config cfg;
-    out.model = train::load_checkpoint_model(path, dtype, device, &cfg);
-    out.kind = "checkpoint";
-    out.tokenizer_path = cfg.data.tokenizer;
-    const std::string dir = train::resolve_checkpoint(path);
-    for (const auto& f : core::list_directory(dir)) {
-      if (core::ends_with(f, ".safetensors")) out.weight_files.push_back(dir + "/" + f);
-    }
-  }
-  for (const auto& f : out.weight_files) h = fnv1a_file(h, f);
-  out.digest = "fnv1a64:" + hex64(h);
-  return out;
 }
 
 int run_eval(EvalFlags& f) {
@@ -195,14 +135,14 @@ int run_eval(EvalFlags& f) {
   // Validate task names before loading a model.
   for (const auto& t : ec.tasks) registry.leaf_tasks(t);
 
-  const bool cuda = f.device == "cuda" || (f.device == "auto" && at::hasCUDA());
-  MOR_CHECK(f.device == "auto" || f.device == "cpu" || f.device == "cuda", "--device: '", f.device,
-            "' is not a device (auto | cpu | cuda)");
-  MOR_CHECK(!cuda || at::hasCUDA(), "--device cuda: no CUDA device is available");
-  const at::ScalarType dtype =
-      f.dtype == "auto" ? (cuda ? at::kBFloat16 : at::kFloat) : model::dtype_from_name(f.dtype, "--dtype");
+  const Placement place = resolve_placement(f.device, f.dtype);
+  const bool cuda = place.cuda;
+  const at::ScalarType dtype = place.dtype;
   const auto t0 = std::chrono::steady_clock::now();
-  LoadedModel lm = load_model(f.model, dtype, cuda ? at::Device(at::kCUDA) : at::Device(at::kCPU));
+  InferenceModel lm = load_inference_model(f.model, place);
+  uint64_t digest = core::kFnv1aOffset;
+  for (const auto& w : lm.weight_files) digest = core::fnv1a64_file(digest, w);
+  const std::string model_digest = "fnv1a64:" + core::hex64(digest);
   const config::ModelConfig& mc = lm.model->config();
   if (!f.tokenizer.empty()) lm.tokenizer_path = f.tokenizer;
   const std::string routing = routing_description(mc, ec.routing);
@@ -220,7 +160,7 @@ int run_eval(EvalFlags& f) {
                    {"kind", lm.kind},
                    {"name", mc.name},
                    {"parameters", lm.model->num_parameters()},
-                   {"digest", lm.digest},
+                   {"digest", model_digest},
                    {"dtype", c10::toString(dtype)},
                    {"device", cuda ? "cuda" : "cpu"},
                    {"max_length", mc.max_seq_len},
@@ -314,7 +254,7 @@ int run_eval(EvalFlags& f) {
   std::ostringstream header;
   header << "# Evaluation of " << f.model << "\n\n"
          << "- model: " << mc.name << " (" << lm.kind << ", " << lm.model->num_parameters() << " parameters, digest "
-         << lm.digest << ")\n"
+         << model_digest << ")\n"
          << "- routing: " << routing << "\n"
          << "- few-shot seed " << ec.seed << ", batch size " << ec.batch_size
          << (ec.limit > 0 ? ", limit " + std::to_string(ec.limit) + " documents per task" : "") << "\n"
