@@ -69,6 +69,16 @@ std::vector<std::vector<int32_t>> prompts(int64_t count, uint64_t seed) {
   return out;
 }
 
+// Greedy, exactly `n` new tokens (EOS ignored).
+CompletionRequest greedy_request(const std::vector<int32_t>& prompt, int64_t n) {
+  CompletionRequest r;
+  r.prompt = prompt;
+  r.sampling.temperature = 0.0;
+  r.sampling.max_tokens = n;
+  r.sampling.ignore_eos = true;
+  return r;
+}
+
 std::vector<int32_t> drain(CompletionStream& s) {
   std::vector<int32_t> ids;
   TokenInfo t;
@@ -102,14 +112,7 @@ TEST_P(EngineTest, GreedyEqualsFullForwardAloneInABatchAndUnderPreemption) {
     if (variant % 3 == 2) eo.kv_blocks = 70;  // about one request's worst case: forces preemption
     Engine engine(m, io::Tokenizer::from_file(kTokenizer), "tiny", std::nullopt, eo);
     std::vector<std::unique_ptr<CompletionStream>> streams;
-    for (const auto& p : ps) {
-      CompletionRequest r;
-      r.prompt = p;
-      r.sampling.temperature = 0.0;
-      r.sampling.max_tokens = gen;
-      r.sampling.ignore_eos = true;
-      streams.push_back(engine.submit(r));
-    }
+    for (const auto& p : ps) streams.push_back(engine.submit(greedy_request(p, gen)));
     engine.run_until_idle();
     for (size_t i = 0; i < ps.size(); ++i) {
       EXPECT_EQ(drain(*streams[i]), expected[i]) << "request " << i;
@@ -177,14 +180,7 @@ TEST(Engine, KvWrittenPerSlotIsWhatTheDepthsPredict) {
     const auto ps = prompts(4, 21);
     const int64_t gen = 6;
     std::vector<std::unique_ptr<CompletionStream>> streams;
-    for (const auto& p : ps) {
-      CompletionRequest r;
-      r.prompt = p;
-      r.sampling.temperature = 0.0;
-      r.sampling.max_tokens = gen;
-      r.sampling.ignore_eos = true;
-      streams.push_back(engine.submit(r));
-    }
+    for (const auto& p : ps) streams.push_back(engine.submit(greedy_request(p, gen)));
     engine.run_until_idle();
     // Every processed token (prompt + generated but the last) wrote one entry per slot it reached:
     // prelude/coda slots always, the slots of recursion r when its depth exceeds r.
@@ -274,12 +270,7 @@ TEST(Engine, BackgroundThreadServesConcurrentClientsAndCancels) {
   std::vector<std::thread> clients;
   for (size_t i = 0; i < ps.size(); ++i) {
     clients.emplace_back([&, i] {
-      CompletionRequest r;
-      r.prompt = ps[i];
-      r.sampling.temperature = 0.0;
-      r.sampling.max_tokens = 5;
-      r.sampling.ignore_eos = true;
-      auto s = engine.submit(r);
+      auto s = engine.submit(greedy_request(ps[i], 5));
       got[i] = drain(*s);
     });
   }
