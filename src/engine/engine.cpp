@@ -17,7 +17,8 @@ namespace mor::engine {
 
 // model::KvCache over the block pool: token t of (seq, slot) lives in row
 // table[t / block_size] * block_size + t % block_size of one [blocks * block_size, kv_heads, D]
-// tensor pair shared by every slot.
+// tensor pair shared by every slot -- viewed as [blocks, block_size, kv_heads, D] by a paged
+// attention kernel, which reads the blocks in place.
 class PagedKvCache final : public model::KvCache {
  public:
   PagedKvCache(KvBlockManager& kv, int64_t kv_heads, int64_t head_dim, at::ScalarType dtype, at::Device device)
@@ -25,7 +26,19 @@ class PagedKvCache final : public model::KvCache {
     const auto opts = at::TensorOptions().dtype(dtype).device(device);
     k_ = at::zeros({kv.num_blocks() * kv.block_size(), kv_heads, head_dim}, opts);
     v_ = at::zeros_like(k_);
+    const std::vector<int64_t> blocked = {kv.num_blocks(), kv.block_size(), kv_heads, head_dim};
+    k_blocks_ = k_.view(blocked);
+    v_blocks_ = v_.view(blocked);
   }
+
+  bool paged(Paged* out) const override {
+    out->k_pool = k_blocks_;
+    out->v_pool = v_blocks_;
+    out->block_size = kv_.block_size();
+    return true;
+  }
+  int64_t length(int64_t seq, int64_t slot) const override { return kv_.length(seq, slot); }
+  std::vector<int32_t> blocks(int64_t seq, int64_t slot) const override { return kv_.table(seq, slot); }
 
   std::pair<at::Tensor, at::Tensor> read(int64_t seq, int64_t slot) override {
     const int64_t len = kv_.length(seq, slot);
@@ -57,6 +70,7 @@ class PagedKvCache final : public model::KvCache {
 
   KvBlockManager& kv_;
   at::Tensor k_, v_;
+  at::Tensor k_blocks_, v_blocks_;  // the same storage, [blocks, block_size, kv_heads, D]
 };
 
 struct Engine::Request {

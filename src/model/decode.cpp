@@ -4,6 +4,8 @@
 // on the packed rows of the tokens active at a layer; attention regroups them per chunk into a
 // padded [C, H, Tq, D] batch whose keys are the chunk's cached K/V followed by the K/V of its new
 // tokens in this slot, masked by original position (cached keys are all earlier: position -1).
+// With a paged cache and a backend that has a paged kernel, short chunks (decode steps) skip the
+// gather: every token is one query row over its slot's blocks in the pool (decode_layer).
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
@@ -124,15 +126,45 @@ at::Tensor MoRModel::decode_layer(const at::Tensor& x, const std::vector<DecodeG
   const at::Tensor k_new = apply_rope(at::linear(h, p.k).view({1, m, kvh, hd}).transpose(1, 2), rope)[0].transpose(0, 1);
   const at::Tensor v_new = at::linear(h, p.v).view({m, kvh, hd});
 
-  std::vector<at::Tensor> ks, vs;
-  std::vector<std::vector<int64_t>> k_pos(static_cast<size_t>(ng));
+  // Bookkeeping of group gi's new K/V: appended to its write slot (none under KV sharing at
+  // recursion > 0), the positions a chunk wrote to recursion-0 slots, tokens appended per slot.
+  auto commit = [&](int64_t gi) {
+    const auto& g = groups[static_cast<size_t>(gi)];
+    const int64_t wslot = slots.write_slot[static_cast<size_t>(g.unrolled)];
+    if (wslot < 0) return;
+    const int64_t b = begin[static_cast<size_t>(gi)], n = len[static_cast<size_t>(gi)];
+    cache.append(g.chunk->seq, wslot, k_new.narrow(0, b, n).contiguous(), v_new.narrow(0, b, n).contiguous());
+    if (slots.slot_recursion[static_cast<size_t>(wslot)] == 0) {
+      g.chunk->r0_pos.assign(pos_host.begin() + b, pos_host.begin() + b + n);
+    }
+    if (g.chunk->slot_appends.empty()) g.chunk->slot_appends.assign(static_cast<size_t>(slots.num_slots), 0);
+    g.chunk->slot_appends[static_cast<size_t>(wslot)] += n;
+  };
+
+  // Paged attention (caches with paged storage, backends with a paged kernel) for groups of at most
+  // kMaxPagedRows tokens -- decode steps and short prefill chunks: one query row per token, reading
+  // the pool through its slot's block table. Longer chunks gather their K/V and call attend().
+  constexpr int64_t kMaxPagedRows = 16;
+  KvCache::Paged pool;
+  const bool paged = cache.paged(&pool) && attention_->supports_paged(q);
+  std::vector<int64_t> gathered, paged_groups;
   for (int64_t gi = 0; gi < ng; ++gi) {
+    (paged && len[static_cast<size_t>(gi)] <= kMaxPagedRows ? paged_groups : gathered).push_back(gi);
+  }
+  std::vector<at::Tensor> parts(static_cast<size_t>(ng));  // attention output [n, H, D] per group
+
+  // Gather path, step 1: read the cache of every gathered group before anything is appended.
+  const int64_t ngg = static_cast<int64_t>(gathered.size());
+  std::vector<at::Tensor> ks, vs;
+  std::vector<std::vector<int64_t>> k_pos(static_cast<size_t>(ngg));
+  for (int64_t j = 0; j < ngg; ++j) {
+    const int64_t gi = gathered[static_cast<size_t>(j)];
     const auto& g = groups[static_cast<size_t>(gi)];
     const int64_t wslot = slots.write_slot[static_cast<size_t>(g.unrolled)];
     const int64_t rslot = slots.read_slot[static_cast<size_t>(g.unrolled)];
     auto [kc, vc] = cache.read(g.chunk->seq, rslot);
     const int64_t cached = kc.defined() ? kc.size(0) : 0;
-    auto& kp = k_pos[static_cast<size_t>(gi)];
+    auto& kp = k_pos[static_cast<size_t>(j)];
     const int64_t b = begin[static_cast<size_t>(gi)], n = len[static_cast<size_t>(gi)];
     if (wslot >= 0) {
       // Keys: the cache (all earlier positions), then this layer's new tokens of the chunk.
@@ -150,58 +182,124 @@ at::Tensor MoRModel::decode_layer(const at::Tensor& x, const std::vector<DecodeG
       vs.push_back(vc);
     }
   }
-  int64_t tq = 0, tk = 0;
-  for (int64_t gi = 0; gi < ng; ++gi) {
-    tq = std::max(tq, len[static_cast<size_t>(gi)]);
-    tk = std::max<int64_t>(tk, static_cast<int64_t>(k_pos[static_cast<size_t>(gi)].size()));
-  }
-  at::Tensor qb = at::zeros({ng, tq, heads, hd}, q.options());
-  at::Tensor kb = at::zeros({ng, tk, kvh, hd}, q.options());
-  at::Tensor vb = at::zeros({ng, tk, kvh, hd}, q.options());
-  std::vector<int64_t> qpos(static_cast<size_t>(ng * tq), 0), kpos(static_cast<size_t>(ng * tk), 0);
-  std::vector<int64_t> qvalid(static_cast<size_t>(ng * tq), 0), kvalid(static_cast<size_t>(ng * tk), 0);
-  for (int64_t gi = 0; gi < ng; ++gi) {
-    const int64_t b = begin[static_cast<size_t>(gi)], n = len[static_cast<size_t>(gi)];
-    const auto& kp = k_pos[static_cast<size_t>(gi)];
-    const int64_t nk = static_cast<int64_t>(kp.size());
-    qb[gi].narrow(0, 0, n).copy_(q.narrow(0, b, n));
-    kb[gi].narrow(0, 0, nk).copy_(ks[static_cast<size_t>(gi)]);
-    vb[gi].narrow(0, 0, nk).copy_(vs[static_cast<size_t>(gi)]);
-    for (int64_t i = 0; i < tq; ++i) {
-      qpos[static_cast<size_t>(gi * tq + i)] = pos_host[static_cast<size_t>(b + std::min(i, n - 1))];
-      qvalid[static_cast<size_t>(gi * tq + i)] = i < n;
+
+  // Paged path. A group that writes appends its new K/V FIRST, so that its slot holds every key
+  // its tokens see: token i of the chunk sees the slot's first cached_before + i + 1 keys (the
+  // earlier positions, then the chunk's tokens up to itself). Appending before the other groups
+  // attend is safe: a call holds at most one group per chunk and one chunk per sequence, so the
+  // (sequence, slot) a group writes is read by no other group of the call (another chunk's group
+  // reads its own sequence's slots; under KV sharing, the recursion-0 slot a group at recursion
+  // r > 0 reads belongs to its own chunk, which wrote it in an earlier call), and the gathered
+  // groups have already read their keys above.
+  if (!paged_groups.empty()) {
+    std::vector<int64_t> q_rows, kv_len;
+    std::vector<std::vector<int32_t>> tables;  // per group
+    std::vector<int64_t> row_group;            // per row: index into tables
+    for (int64_t gi : paged_groups) {
+      const auto& g = groups[static_cast<size_t>(gi)];
+      const int64_t wslot = slots.write_slot[static_cast<size_t>(g.unrolled)];
+      const int64_t rslot = slots.read_slot[static_cast<size_t>(g.unrolled)];
+      const int64_t b = begin[static_cast<size_t>(gi)], n = len[static_cast<size_t>(gi)];
+      if (wslot >= 0) {
+        const int64_t before = cache.length(g.chunk->seq, wslot);
+        commit(gi);
+        for (int64_t i = 0; i < n; ++i) kv_len.push_back(before + i + 1);
+      } else {
+        // KV sharing, recursion > 0: the recursion-0 slot in position order, whose tail is this
+        // chunk's own recursion-0 tokens; the token at position p sees the earlier tokens and the
+        // chunk's recursion-0 tokens at positions <= p.
+        const auto& fresh = g.chunk->r0_pos;
+        const int64_t earlier = cache.length(g.chunk->seq, rslot) - static_cast<int64_t>(fresh.size());
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t p = pos_host[static_cast<size_t>(b + i)];
+          kv_len.push_back(earlier + (std::upper_bound(fresh.begin(), fresh.end(), p) - fresh.begin()));
+        }
+      }
+      tables.push_back(cache.blocks(g.chunk->seq, rslot));
+      for (int64_t i = 0; i < n; ++i) {
+        q_rows.push_back(b + i);
+        row_group.push_back(static_cast<int64_t>(tables.size()) - 1);
+      }
     }
-    for (int64_t j = 0; j < tk; ++j) {
-      kpos[static_cast<size_t>(gi * tk + j)] = kp[static_cast<size_t>(std::min(j, nk - 1))];
-      kvalid[static_cast<size_t>(gi * tk + j)] = j < nk;
+    const int64_t rows = static_cast<int64_t>(q_rows.size());
+    size_t width = 1;
+    for (const auto& t : tables) width = std::max(width, t.size());
+    std::vector<int32_t> table(static_cast<size_t>(rows) * width, 0);  // padding: block 0, never read
+    std::vector<int32_t> lens(static_cast<size_t>(rows));
+    int64_t max_len = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto& t = tables[static_cast<size_t>(row_group[static_cast<size_t>(r)])];
+      const int64_t kl = kv_len[static_cast<size_t>(r)];
+      MOR_CHECK(kl >= 1 && kl <= static_cast<int64_t>(t.size()) * pool.block_size,
+                "internal: paged decode row sees ", kl, " keys of a slot with ", t.size(), " blocks");
+      std::copy(t.begin(), t.end(), table.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(r) * width));
+      lens[static_cast<size_t>(r)] = static_cast<int32_t>(kl);
+      max_len = std::max(max_len, kl);
+    }
+    PagedAttentionInputs pin;
+    pin.q = q.index_select(0, at::tensor(q_rows, at::kLong).to(device_));
+    pin.k_pool = pool.k_pool;
+    pin.v_pool = pool.v_pool;
+    pin.block_table = at::tensor(table, at::kInt).view({rows, static_cast<int64_t>(width)}).to(device_);
+    pin.kv_len = at::tensor(lens, at::kInt).to(device_);
+    pin.max_kv_len = max_len;
+    pin.scale = scale;
+    const at::Tensor out = attention_->attend_paged(pin);  // [rows, H, D]
+    int64_t offset = 0;
+    for (int64_t gi : paged_groups) {
+      const int64_t n = len[static_cast<size_t>(gi)];
+      parts[static_cast<size_t>(gi)] = out.narrow(0, offset, n);
+      offset += n;
     }
   }
-  AttentionInputs in;
-  in.q = qb.transpose(1, 2);
-  in.k = kb.transpose(1, 2);
-  in.v = vb.transpose(1, 2);
-  in.q_pos = at::tensor(qpos, at::kLong).view({ng, tq}).to(device_);
-  in.k_pos = at::tensor(kpos, at::kLong).view({ng, tk}).to(device_);
-  in.q_valid = at::tensor(qvalid, at::kLong).view({ng, tq}).to(device_, at::kBool);
-  in.k_valid = at::tensor(kvalid, at::kLong).view({ng, tk}).to(device_, at::kBool);
-  in.scale = scale;
-  const at::Tensor attn_b = attention_->attend(in).transpose(1, 2);  // [ng, tq, H, D]
-  std::vector<at::Tensor> parts;
-  for (int64_t gi = 0; gi < ng; ++gi) parts.push_back(attn_b[gi].narrow(0, 0, len[static_cast<size_t>(gi)]));
+
+  // Gather path, step 2: one padded batch over the gathered groups, then their appends.
+  if (ngg > 0) {
+    int64_t tq = 0, tk = 0;
+    for (int64_t j = 0; j < ngg; ++j) {
+      tq = std::max(tq, len[static_cast<size_t>(gathered[static_cast<size_t>(j)])]);
+      tk = std::max<int64_t>(tk, static_cast<int64_t>(k_pos[static_cast<size_t>(j)].size()));
+    }
+    at::Tensor qb = at::zeros({ngg, tq, heads, hd}, q.options());
+    at::Tensor kb = at::zeros({ngg, tk, kvh, hd}, q.options());
+    at::Tensor vb = at::zeros({ngg, tk, kvh, hd}, q.options());
+    std::vector<int64_t> qpos(static_cast<size_t>(ngg * tq), 0), kpos(static_cast<size_t>(ngg * tk), 0);
+    std::vector<int64_t> qvalid(static_cast<size_t>(ngg * tq), 0), kvalid(static_cast<size_t>(ngg * tk), 0);
+    for (int64_t j = 0; j < ngg; ++j) {
+      const int64_t gi = gathered[static_cast<size_t>(j)];
+      const int64_t b = begin[static_cast<size_t>(gi)], n = len[static_cast<size_t>(gi)];
+      const auto& kp = k_pos[static_cast<size_t>(j)];
+      const int64_t nk = static_cast<int64_t>(kp.size());
+      qb[j].narrow(0, 0, n).copy_(q.narrow(0, b, n));
+      kb[j].narrow(0, 0, nk).copy_(ks[static_cast<size_t>(j)]);
+      vb[j].narrow(0, 0, nk).copy_(vs[static_cast<size_t>(j)]);
+      for (int64_t i = 0; i < tq; ++i) {
+        qpos[static_cast<size_t>(j * tq + i)] = pos_host[static_cast<size_t>(b + std::min(i, n - 1))];
+        qvalid[static_cast<size_t>(j * tq + i)] = i < n;
+      }
+      for (int64_t t = 0; t < tk; ++t) {
+        kpos[static_cast<size_t>(j * tk + t)] = kp[static_cast<size_t>(std::min(t, nk - 1))];
+        kvalid[static_cast<size_t>(j * tk + t)] = t < nk;
+      }
+    }
+    AttentionInputs in;
+    in.q = qb.transpose(1, 2);
+    in.k = kb.transpose(1, 2);
+    in.v = vb.transpose(1, 2);
+    in.q_pos = at::tensor(qpos, at::kLong).view({ngg, tq}).to(device_);
+    in.k_pos = at::tensor(kpos, at::kLong).view({ngg, tk}).to(device_);
+    in.q_valid = at::tensor(qvalid, at::kLong).view({ngg, tq}).to(device_, at::kBool);
+    in.k_valid = at::tensor(kvalid, at::kLong).view({ngg, tk}).to(device_, at::kBool);
+    in.scale = scale;
+    const at::Tensor attn_b = attention_->attend(in).transpose(1, 2);  // [ngg, tq, H, D]
+    for (int64_t j = 0; j < ngg; ++j) {
+      const int64_t gi = gathered[static_cast<size_t>(j)];
+      parts[static_cast<size_t>(gi)] = attn_b[j].narrow(0, 0, len[static_cast<size_t>(gi)]);
+    }
+    // Append the new K/V after every gathered group has read the cache.
+    for (int64_t gi : gathered) commit(gi);
+  }
   const at::Tensor attn = at::cat(parts).reshape({m, heads * hd});
-  // Append the new K/V after every group has read the cache.
-  for (int64_t gi = 0; gi < ng; ++gi) {
-    const auto& g = groups[static_cast<size_t>(gi)];
-    const int64_t wslot = slots.write_slot[static_cast<size_t>(g.unrolled)];
-    if (wslot < 0) continue;
-    const int64_t b = begin[static_cast<size_t>(gi)], n = len[static_cast<size_t>(gi)];
-    cache.append(g.chunk->seq, wslot, k_new.narrow(0, b, n).contiguous(), v_new.narrow(0, b, n).contiguous());
-    if (slots.slot_recursion[static_cast<size_t>(wslot)] == 0) {
-      g.chunk->r0_pos.assign(pos_host.begin() + b, pos_host.begin() + b + n);
-    }
-    if (g.chunk->slot_appends.empty()) g.chunk->slot_appends.assign(static_cast<size_t>(slots.num_slots), 0);
-    g.chunk->slot_appends[static_cast<size_t>(wslot)] += n;
-  }
   const at::Tensor a = x + at::linear(attn, p.o);
   const at::Tensor h2 = rms_norm(a, norm_weight(false), config_.rms_norm_eps);
   return a + at::linear(at::silu(at::linear(h2, p.gate)) * at::linear(h2, p.up), p.down);

@@ -71,7 +71,7 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
 
 MoRModel::MoRModel(const config::ModelConfig& model, at::ScalarType dtype, at::Device device)
     : config_(model), layout_(make_layout(model)), cache_slots_(cache_layout(model)), dtype_(dtype), device_(device),
-      attention_(make_aten_attention()) {
+      attention_(make_default_attention()) {
   const int64_t d = model.hidden_size, heads = model.num_heads, kv = model.num_kv_heads;
   const int64_t head_dim = model.resolved_head_dim(), ff = model.intermediate_size;
   MOR_CHECK(heads > 0 && kv > 0 && heads % kv == 0,

@@ -2,7 +2,8 @@
 // request alone and inside a mixed batch (different prompts, lengths and depths), with chunked
 // prefill and with preemption forced by a small K/V pool; echo logprobs equal log-softmax of the full
 // forward; the K/V written per cache slot is exactly what the depths predict; stop strings,
-// max_tokens and EOS end requests with the right finish reason; a full queue is refused.
+// max_tokens and EOS end requests with the right finish reason; a full queue is refused; the kernel
+// attention backend (reference kernels, paged decode over the block pool) gives the same tokens.
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
@@ -131,6 +132,49 @@ TEST_P(EngineTest, GreedyEqualsFullForwardAloneInABatchAndUnderPreemption) {
 
 INSTANTIATE_TEST_SUITE_P(Models, EngineTest, ::testing::ValuesIn(cases()),
                          [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
+
+TEST(Engine, ReferenceKernelBackendDecodesThroughThePagedPathToTheSameGreedyTokens) {
+  // The kernel attention backend over the float64 reference kernels: decode steps and short
+  // prefill chunks read the engine's block pool through the paged kernel; the greedy tokens equal
+  // full forwards with the ATen path (float64, so that near-ties cannot flip a token).
+  for (const auto& c : {cases()[0], cases()[1], cases()[2]}) {
+    auto m = std::make_shared<model::MoRModel>(c.model, at::kDouble);
+    if (c.model.router.kind != config::RouterKind::kNone) {
+      testing::mix_routing_depth(*m, testing::random_tokens(1, 40, 600, 5), model::ForwardOptions{});
+    }
+    const auto ps = prompts(5, 13);
+    const int64_t gen = 10;
+    std::vector<std::vector<int32_t>> expected;
+    for (const auto& p : ps) expected.push_back(reference_greedy(*m, p, gen));
+    auto paged_calls = std::make_shared<int64_t>(0);
+    model::KernelOps ops = model::reference_kernel_ops();
+    ops.paged = [paged_calls, inner = ops.paged](const model::PagedAttentionInputs& in) {
+      ++*paged_calls;
+      return inner(in);
+    };
+    m->set_attention_backend(model::make_kernel_attention(ops));
+    for (int variant = 0; variant < 3; ++variant) {
+      SCOPED_TRACE(std::string(c.name) + " variant " + std::to_string(variant));
+      EngineOptions eo;
+      eo.kv_block_size = 4;
+      eo.depth_wise_batching = variant != 2;
+      eo.scheduler.max_batch_tokens = variant == 1 ? 7 : 512;
+      eo.kv_memory_mb = 1;
+      if (variant == 2) eo.kv_blocks = 70;  // preemption
+      const int64_t before = *paged_calls;
+      Engine engine(m, io::Tokenizer::from_file(kTokenizer), "tiny", std::nullopt, eo);
+      std::vector<std::unique_ptr<CompletionStream>> streams;
+      for (const auto& p : ps) streams.push_back(engine.submit(greedy_request(p, gen)));
+      engine.run_until_idle();
+      for (size_t i = 0; i < ps.size(); ++i) {
+        EXPECT_EQ(drain(*streams[i]), expected[i]) << "request " << i;
+        EXPECT_EQ(streams[i]->finish_reason(), "length") << streams[i]->error();
+      }
+      EXPECT_EQ(engine.kv().used_blocks(), 0) << "K/V blocks leaked";
+      EXPECT_GT(*paged_calls, before) << "the paged path did not run";
+    }
+  }
+}
 
 
 TEST(Engine, EchoLogprobsEqualTheFullForward) {

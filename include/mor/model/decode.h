@@ -50,6 +50,17 @@ class KvCache {
   virtual std::pair<at::Tensor, at::Tensor> read(int64_t seq, int64_t slot) = 0;
   // Appends k, v [n, kv_heads, head_dim] (n >= 1).
   virtual void append(int64_t seq, int64_t slot, const at::Tensor& k, const at::Tensor& v) = 0;
+
+  // Paged storage, for caches that have it (the engine's): the pools and block tables a paged
+  // attention kernel reads directly, without gathering. Default: not paged.
+  struct Paged {
+    at::Tensor k_pool, v_pool;  // [num_blocks, block_size, kv_heads, head_dim]
+    int64_t block_size = 0;
+  };
+  virtual bool paged(Paged* out) const { return false; }
+  // Number of cached tokens of (seq, slot) and their block ids (paged caches only).
+  virtual int64_t length(int64_t seq, int64_t slot) const { return 0; }
+  virtual std::vector<int32_t> blocks(int64_t seq, int64_t slot) const { return {}; }
 };
 
 // One growing tensor pair per (sequence, slot): tests and simple single-request decoding.
@@ -57,7 +68,7 @@ class ContiguousKvCache final : public KvCache {
  public:
   std::pair<at::Tensor, at::Tensor> read(int64_t seq, int64_t slot) override;
   void append(int64_t seq, int64_t slot, const at::Tensor& k, const at::Tensor& v) override;
-  int64_t length(int64_t seq, int64_t slot) const;
+  int64_t length(int64_t seq, int64_t slot) const override;
   void drop(int64_t seq);
 
  private:
