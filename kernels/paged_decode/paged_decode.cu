@@ -38,48 +38,12 @@ namespace {
 
 using namespace paged_dev;  // kernels, params, smem layout (paged_decode_kernels.cuh)
 
-template <typename T, int D, int GT>
-void launch_chunk(const Params& p, dim3 grid, int64_t smem, cudaStream_t stream) {
-  paged_decode_chunk_kernel<T, D, GT><<<grid, kThreads, static_cast<size_t>(smem), stream>>>(p);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
-// Head-tile size: the smallest of 1, 2, 4, 8 covering G, capped so that the per-lane query /
-// accumulator registers (GT * D / 8 floats) stay at 64.
-constexpr int max_gt(int d) { return d == 64 ? 8 : 4; }
-int pick_gt(int group, int d) {
-  int gt = 1;
-  while (gt < group && gt < max_gt(d)) gt *= 2;
-  return gt;
-}
-
-template <typename T, int D>
-void launch_chunk_d(int gt, const Params& p, dim3 grid, int64_t smem, cudaStream_t stream) {
-  switch (gt) {
-    case 1: launch_chunk<T, D, 1>(p, grid, smem, stream); break;
-    case 2: launch_chunk<T, D, 2>(p, grid, smem, stream); break;
-    case 4: launch_chunk<T, D, 4>(p, grid, smem, stream); break;
-    default:
-      if constexpr (max_gt(D) >= 8) {
-        launch_chunk<T, D, 8>(p, grid, smem, stream);
-      } else {
-        MOR_CHECK(false, "paged_decode_cuda: internal: head tile ", gt, " for head dim ", D);
-      }
-  }
-}
-
-template <typename T>
-void launch_all(int d, int gt, const Params& p, dim3 chunk_grid, int64_t smem, int64_t merge_blocks,
-                cudaStream_t stream) {
-  if (d == 64) {
-    launch_chunk_d<T, 64>(gt, p, chunk_grid, smem, stream);
-  } else {
-    launch_chunk_d<T, 128>(gt, p, chunk_grid, smem, stream);
-  }
-  if (p.n_chunks_max > 1) {
-    paged_decode_merge_kernel<T><<<static_cast<unsigned>(merge_blocks), d, 0, stream>>>(p, d);
+// The launcher of the launch plan (paged_decode_kernels.cuh): <<<>>> on `stream`.
+auto cuda_launcher(cudaStream_t stream) {
+  return [stream](auto kernel, dim3 grid, dim3 block, size_t smem, const auto&... args) {
+    kernel<<<grid, block, smem, stream>>>(args...);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
+  };
 }
 
 bool half_type(at::ScalarType t) { return t == at::kBFloat16 || t == at::kHalf; }
@@ -149,57 +113,41 @@ PagedDecodeOut paged_decode_cuda(const at::Tensor& q, const at::Tensor& k_pool, 
   }
   if (R == 0 || hq == 0) return {out, lse};
 
-  const int64_t max_blocks = table.size(1);
-  const int kv_cap = static_cast<int>(std::min(max_kv_len, max_blocks * block_size));
-  const int group = static_cast<int>(hq / hkv);
-  const int gt = pick_gt(group, static_cast<int>(d));
-  // The chunk only moves split points: no longer than the longest row, and small enough for the
-  // shared-memory budget.
-  int64_t ch = std::min<int64_t>(chunk, std::max(kv_cap, 1));
-  while (ch > 1 && smem_bytes(gt, static_cast<int>(d), ch) > kSmemLimit) ch = (ch + 1) / 2;
-  const int64_t smem = smem_bytes(gt, static_cast<int>(d), ch);
-  MOR_CHECK(smem <= kSmemLimit, "paged_decode_cuda: internal: shared memory ", smem, " bytes");
-  const int n_chunks_max = std::max(1, tiles::num_chunks(kv_cap, static_cast<int>(ch)));
-  MOR_CHECK(R * n_chunks_max <= kIntMax && R * hq <= kIntMax, "paged_decode_cuda: too many rows (", R, ")");
+  Raw a{};
+  a.q = qc.data_ptr();
+  a.q_stride_r = qc.stride(0);
+  a.q_stride_h = qc.stride(1);
+  a.k = k_pool.data_ptr();
+  a.v = v_pool.data_ptr();
+  a.block_table = table.data_ptr<int32_t>();
+  a.kv_len = lens.data_ptr<int32_t>();
+  a.rows = R;
+  a.max_blocks = table.size(1);
+  a.block_size = block_size;
+  a.hkv = hkv;
+  a.hq = hq;
+  a.scale = static_cast<float>(scale);
+  const Plan pl = plan(hq, hkv, static_cast<int>(d), a.max_blocks, block_size, max_kv_len, chunk);
+  MOR_CHECK(pl.smem <= kSmemLimit, "paged_decode_cuda: internal: shared memory ", pl.smem, " bytes");
+  MOR_CHECK(R * pl.n_chunks_max <= kIntMax && R * hq <= kIntMax, "paged_decode_cuda: too many rows (", R, ")");
 
   at::Tensor o_part, lse_part;
-  if (n_chunks_max > 1) {
-    o_part = at::empty({R, hq, n_chunks_max, d}, q.options().dtype(at::kFloat));
-    lse_part = at::empty({R, hq, n_chunks_max}, q.options().dtype(at::kFloat));
+  if (pl.n_chunks_max > 1) {
+    o_part = at::empty({R, hq, pl.n_chunks_max, d}, q.options().dtype(at::kFloat));
+    lse_part = at::empty({R, hq, pl.n_chunks_max}, q.options().dtype(at::kFloat));
     if (poison) {
       o_part.fill_(std::numeric_limits<double>::quiet_NaN());
       lse_part.fill_(std::numeric_limits<double>::quiet_NaN());
     }
   }
-
-  Params p{};
-  p.q = qc.data_ptr();
-  p.q_stride_r = qc.stride(0);
-  p.q_stride_h = qc.stride(1);
-  p.k = k_pool.data_ptr();
-  p.v = v_pool.data_ptr();
-  p.block_table = table.data_ptr<int32_t>();
-  p.kv_len = lens.data_ptr<int32_t>();
-  p.out = out.data_ptr();
-  p.lse = lse.data_ptr<float>();
-  p.o_part = n_chunks_max > 1 ? o_part.data_ptr<float>() : nullptr;
-  p.lse_part = n_chunks_max > 1 ? lse_part.data_ptr<float>() : nullptr;
-  p.max_blocks = max_blocks;
-  p.block_size = static_cast<int>(block_size);
-  p.hkv = static_cast<int>(hkv);
-  p.hq = static_cast<int>(hq);
-  p.group = group;
-  p.chunk = static_cast<int>(ch);
-  p.n_chunks_max = n_chunks_max;
-  p.kv_cap = kv_cap;
-  p.scale_log2 = static_cast<float>(scale) * kLog2e;
-
-  const dim3 grid(static_cast<unsigned>(R * n_chunks_max), static_cast<unsigned>(hkv), 1);
+  const Params p = make_params(a, pl, out.data_ptr(), lse.data_ptr<float>(),
+                               pl.n_chunks_max > 1 ? o_part.data_ptr<float>() : nullptr,
+                               pl.n_chunks_max > 1 ? lse_part.data_ptr<float>() : nullptr);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   if (q.scalar_type() == at::kBFloat16) {
-    launch_all<__nv_bfloat16>(static_cast<int>(d), gt, p, grid, smem, R * hq, stream);
+    run<__nv_bfloat16>(pl, p, static_cast<int>(d), R, cuda_launcher(stream));
   } else {
-    launch_all<__half>(static_cast<int>(d), gt, p, grid, smem, R * hq, stream);
+    run<__half>(pl, p, static_cast<int>(d), R, cuda_launcher(stream));
   }
   return {out, lse};
 }

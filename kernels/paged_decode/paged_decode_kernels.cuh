@@ -326,5 +326,109 @@ __global__ void paged_decode_merge_kernel(const Params p, int d) {
 }
 
 
+// ---------------------------------------------------------------------------------------------
+// Host side: the launch plan shared by the CUDA wrapper (paged_decode.cu) and the CPU emulation
+// test. `launch(kernel, grid, block, smem_bytes, args...)` starts one kernel: <<<>>> on the current
+// stream under nvcc, the emulator on the CPU.
+
+// Head-tile size: the smallest of 1, 2, 4, 8 covering G, capped so that the per-lane query /
+// accumulator registers (GT * D / 8 floats) stay at 64.
+constexpr int max_gt(int d) { return d == 64 ? 8 : 4; }
+inline int pick_gt(int group, int d) {
+  int gt = 1;
+  while (gt < group && gt < max_gt(d)) gt *= 2;
+  return gt;
+}
+
+struct Plan {
+  int gt;            // head tile
+  int64_t chunk;     // keys per chunk
+  int64_t smem;      // dynamic shared memory of the chunk kernel, <= kSmemLimit
+  int n_chunks_max;  // chunks of the longest possible row (>= 1)
+  int kv_cap;        // min(max_kv_len, max_blocks * block_size)
+};
+
+// The chunk only moves split points: no longer than the longest row, and small enough for the
+// shared-memory budget.
+inline Plan plan(int64_t hq, int64_t hkv, int d, int64_t max_blocks, int64_t block_size, int64_t max_kv_len,
+                 int64_t chunk) {
+  Plan pl{};
+  const int64_t cap = max_kv_len < max_blocks * block_size ? max_kv_len : max_blocks * block_size;
+  pl.kv_cap = static_cast<int>(cap);
+  pl.gt = pick_gt(static_cast<int>(hq / hkv), d);
+  int64_t ch = chunk < (pl.kv_cap > 1 ? pl.kv_cap : 1) ? chunk : (pl.kv_cap > 1 ? pl.kv_cap : 1);
+  while (ch > 1 && smem_bytes(pl.gt, d, ch) > kSmemLimit) ch = (ch + 1) / 2;
+  pl.chunk = ch;
+  pl.smem = smem_bytes(pl.gt, d, ch);
+  const int nc = tiles::num_chunks(pl.kv_cap, static_cast<int>(ch));
+  pl.n_chunks_max = nc > 1 ? nc : 1;
+  return pl;
+}
+
+// Pointer-level arguments of one call (validated by the caller).
+struct Raw {
+  const void* q;
+  int64_t q_stride_r, q_stride_h;  // elements; q's last dim is contiguous
+  const void* k;
+  const void* v;
+  const int32_t* block_table;  // [rows, max_blocks] contiguous
+  const int32_t* kv_len;       // [rows]
+  int64_t rows, max_blocks, block_size, hkv, hq;
+  float scale;
+};
+
+// o_part [rows, Hq, n_chunks_max, D] and lse_part [rows, Hq, n_chunks_max] only when
+// pl.n_chunks_max > 1 (else null).
+inline Params make_params(const Raw& a, const Plan& pl, void* out, float* lse, float* o_part, float* lse_part) {
+  Params p{};
+  p.q = a.q;
+  p.q_stride_r = a.q_stride_r;
+  p.q_stride_h = a.q_stride_h;
+  p.k = a.k;
+  p.v = a.v;
+  p.block_table = a.block_table;
+  p.kv_len = a.kv_len;
+  p.out = out;
+  p.lse = lse;
+  p.o_part = pl.n_chunks_max > 1 ? o_part : nullptr;
+  p.lse_part = pl.n_chunks_max > 1 ? lse_part : nullptr;
+  p.max_blocks = a.max_blocks;
+  p.block_size = static_cast<int>(a.block_size);
+  p.hkv = static_cast<int>(a.hkv);
+  p.hq = static_cast<int>(a.hq);
+  p.group = static_cast<int>(a.hq / a.hkv);
+  p.chunk = static_cast<int>(pl.chunk);
+  p.n_chunks_max = pl.n_chunks_max;
+  p.kv_cap = pl.kv_cap;
+  p.scale_log2 = a.scale * kLog2e;
+  return p;
+}
+
+template <typename T, int D, typename Launch>
+void launch_chunk(const Plan& pl, const Params& p, dim3 grid, Launch&& launch) {
+  const size_t smem = static_cast<size_t>(pl.smem);
+  switch (pl.gt) {
+    case 1: launch(&paged_decode_chunk_kernel<T, D, 1>, grid, dim3(kThreads), smem, p); break;
+    case 2: launch(&paged_decode_chunk_kernel<T, D, 2>, grid, dim3(kThreads), smem, p); break;
+    case 4: launch(&paged_decode_chunk_kernel<T, D, 4>, grid, dim3(kThreads), smem, p); break;
+    default:
+      if constexpr (max_gt(D) >= 8) launch(&paged_decode_chunk_kernel<T, D, 8>, grid, dim3(kThreads), smem, p);
+  }
+}
+
+// Params p filled by the caller (p.chunk, p.n_chunks_max, p.kv_cap from the plan); rows R, Hq heads.
+template <typename T, typename Launch>
+void run(const Plan& pl, const Params& p, int d, int64_t rows, Launch&& launch) {
+  const dim3 grid(static_cast<unsigned>(rows * pl.n_chunks_max), static_cast<unsigned>(p.hkv), 1);
+  if (d == 64)
+    launch_chunk<T, 64>(pl, p, grid, launch);
+  else
+    launch_chunk<T, 128>(pl, p, grid, launch);
+  if (pl.n_chunks_max > 1) {
+    launch(&paged_decode_merge_kernel<T>, dim3(static_cast<unsigned>(rows * p.hq)), dim3(static_cast<unsigned>(d)),
+           size_t(0), p, d);
+  }
+}
+
 MOR_DEVICE_CODE_END
 }  // namespace mor::kernels::paged_dev

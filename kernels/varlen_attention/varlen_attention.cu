@@ -185,6 +185,44 @@ T* mut_ptr(const at::Tensor& t) {
 }
 const int32_t* opt_i32(const at::Tensor& t) { return t.defined() ? t.data_ptr<int32_t>() : nullptr; }
 
+Raw raw_args(const Checked& c, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const VarlenArgs& args) {
+  Raw a{};
+  a.q = q.data_ptr();
+  a.k = k.data_ptr();
+  a.v = v.data_ptr();
+  a.q_s0 = q.stride(0);
+  a.q_s1 = q.stride(1);
+  a.k_s0 = k.stride(0);
+  a.k_s1 = k.stride(1);
+  a.v_s0 = v.stride(0);
+  a.v_s1 = v.stride(1);
+  a.cu_q = c.cu_q.data_ptr<int32_t>();
+  a.cu_k = c.cu_k.data_ptr<int32_t>();
+  a.q_pos = opt_i32(c.q_pos);
+  a.k_pos = opt_i32(c.k_pos);
+  a.segments = c.segments;
+  a.total_q = c.total_q;
+  a.total_k = c.total_k;
+  a.max_q = args.max_q;
+  a.max_k = args.max_k;
+  a.hq = static_cast<int>(c.hq);
+  a.hkv = static_cast<int>(c.hkv);
+  a.scale = static_cast<float>(args.scale);
+  return a;
+}
+
+// The launcher of the launch plans (varlen_attention_kernels.cuh): <<<>>> on `stream`, opting in to
+// more than 48 KB of dynamic shared memory where a kernel needs it.
+auto cuda_launcher(cudaStream_t stream) {
+  return [stream](auto kernel, dim3 grid, dim3 block, size_t smem, const auto&... args) {
+    if (smem > 48 * 1024) {
+      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    }
+    kernel<<<grid, block, smem, stream>>>(args...);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  };
+}
+
 }  // namespace
 
 bool varlen_attention_cuda_supports(const at::Tensor& q, const at::Tensor& k) {
@@ -221,39 +259,11 @@ VarlenOut varlen_attention_fwd_cuda(const at::Tensor& q_in, const at::Tensor& k_
   check_device_fits(q, smem, what);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
+  const Raw a = raw_args(c, q, k, v, args);
   dispatch(q.scalar_type(), c.d, args.mask, [&](auto tt, auto dd, auto mm) {
     using T = typename decltype(tt)::type;
-    constexpr int D = decltype(dd)::value;
-    constexpr Mask M = decltype(mm)::value;
-    FwdParams<T> p{};
-    p.q = ptr<T>(q);
-    p.k = ptr<T>(k);
-    p.v = ptr<T>(v);
-    p.q_s0 = q.stride(0);
-    p.q_s1 = q.stride(1);
-    p.k_s0 = k.stride(0);
-    p.k_s1 = k.stride(1);
-    p.v_s0 = v.stride(0);
-    p.v_s1 = v.stride(1);
-    p.out = mut_ptr<T>(res.out);
-    p.lse = res.lse.data_ptr<float>();
-    p.cu_q = c.cu_q.data_ptr<int32_t>();
-    p.cu_k = c.cu_k.data_ptr<int32_t>();
-    p.q_pos = opt_i32(c.q_pos);
-    p.k_pos = opt_i32(c.k_pos);
-    p.total_q = c.total_q;
-    p.hq = static_cast<int>(c.hq);
-    p.group = static_cast<int>(c.hq / c.hkv);
-    p.scale_log2 = static_cast<float>(args.scale) * kLog2e;
-    auto kernel = varlen_fwd_kernel<T, D, M>;
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    for (int64_t s0 = 0; s0 < c.segments; s0 += kMaxGridYZ) {
-      p.seg_base = static_cast<int>(s0);
-      const dim3 grid(static_cast<unsigned>(m_blocks), static_cast<unsigned>(c.hq),
-                      static_cast<unsigned>(std::min<int64_t>(kMaxGridYZ, c.segments - s0)));
-      kernel<<<grid, kThreads, smem, stream>>>(p);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
+    run_fwd<T, decltype(dd)::value, decltype(mm)::value>(a, mut_ptr<T>(res.out), res.lse.data_ptr<float>(),
+                                                         cuda_launcher(stream));
   });
   return res;
 }
@@ -298,77 +308,15 @@ VarlenGrads varlen_attention_bwd_cuda(const at::Tensor& dout_in, const at::Tenso
   const size_t smem = bwd_smem_bytes(c.d);
   check_device_fits(q, smem, what);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const float scale = static_cast<float>(args.scale);
-
+  MOR_CHECK((c.total_q * c.hq + kPreThreads / 32 - 1) / (kPreThreads / 32) <= std::numeric_limits<int32_t>::max(),
+            what, ": too many query rows x heads (", c.total_q * c.hq, ")");
+  const Raw a = raw_args(c, q, k, v, args);
   dispatch(q.scalar_type(), c.d, args.mask, [&](auto tt, auto dd, auto mm) {
     using T = typename decltype(tt)::type;
-    constexpr int D = decltype(dd)::value;
-    constexpr Mask M = decltype(mm)::value;
-
-    // 1. dsum and dq_accum = 0 (every (row, head) of q).
-    const int64_t pairs = c.total_q * c.hq;
-    if (pairs > 0) {
-      constexpr int kPreThreads = 256;
-      const int64_t blocks = (pairs + kPreThreads / 32 - 1) / (kPreThreads / 32);
-      MOR_CHECK(blocks <= std::numeric_limits<int32_t>::max(), what, ": too many query rows x heads (", pairs, ")");
-      varlen_bwd_pre_kernel<T><<<static_cast<unsigned>(blocks), kPreThreads, 0, stream>>>(
-          ptr<T>(dout), dout.stride(0), dout.stride(1), ptr<T>(out), out.stride(0), out.stride(1),
-          dsum.data_ptr<float>(), dq_accum.data_ptr<float>(), c.total_q, static_cast<int>(c.hq), D);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
-
-    // 2. dK, dV per key tile; dQ accumulated atomically.
-    const int64_t n_blocks = (args.max_k + kBN - 1) / kBN;
-    if (c.segments > 0 && n_blocks > 0 && c.total_k > 0) {
-      BwdParams<T> p{};
-      p.q = ptr<T>(q);
-      p.k = ptr<T>(k);
-      p.v = ptr<T>(v);
-      p.dout = ptr<T>(dout);
-      p.q_s0 = q.stride(0);
-      p.q_s1 = q.stride(1);
-      p.k_s0 = k.stride(0);
-      p.k_s1 = k.stride(1);
-      p.v_s0 = v.stride(0);
-      p.v_s1 = v.stride(1);
-      p.do_s0 = dout.stride(0);
-      p.do_s1 = dout.stride(1);
-      p.lse = lse.data_ptr<float>();
-      p.dsum = dsum.data_ptr<float>();
-      p.dq_accum = dq_accum.data_ptr<float>();
-      p.dk = mut_ptr<T>(g.dk);
-      p.dv = mut_ptr<T>(g.dv);
-      p.cu_q = c.cu_q.data_ptr<int32_t>();
-      p.cu_k = c.cu_k.data_ptr<int32_t>();
-      p.q_pos = opt_i32(c.q_pos);
-      p.k_pos = opt_i32(c.k_pos);
-      p.total_q = c.total_q;
-      p.hq = static_cast<int>(c.hq);
-      p.hkv = static_cast<int>(c.hkv);
-      p.group = static_cast<int>(c.hq / c.hkv);
-      p.scale = scale;
-      p.scale_log2 = scale * kLog2e;
-      auto kernel = varlen_bwd_kernel<T, D, M>;
-      C10_CUDA_CHECK(
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-      for (int64_t s0 = 0; s0 < c.segments; s0 += kMaxGridYZ) {
-        p.seg_base = static_cast<int>(s0);
-        const dim3 grid(static_cast<unsigned>(n_blocks), static_cast<unsigned>(c.hkv),
-                        static_cast<unsigned>(std::min<int64_t>(kMaxGridYZ, c.segments - s0)));
-        kernel<<<grid, kThreads, smem, stream>>>(p);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      }
-    }
-
-    // 3. dq = scale * dq_accum.
-    const int64_t n = c.total_q * c.hq * D;
-    if (n > 0) {
-      constexpr int kPostThreads = 256;
-      const int64_t blocks = std::min<int64_t>((n + kPostThreads - 1) / kPostThreads, int64_t(1) << 20);
-      varlen_bwd_post_kernel<T><<<static_cast<unsigned>(blocks), kPostThreads, 0, stream>>>(
-          dq_accum.data_ptr<float>(), mut_ptr<T>(g.dq), n, scale);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
+    run_bwd<T, decltype(dd)::value, decltype(mm)::value>(
+        a, ptr<T>(dout), dout.stride(0), dout.stride(1), ptr<T>(out), out.stride(0), out.stride(1),
+        lse.data_ptr<float>(), dsum.data_ptr<float>(), dq_accum.data_ptr<float>(), mut_ptr<T>(g.dq),
+        mut_ptr<T>(g.dk), mut_ptr<T>(g.dv), cuda_launcher(stream));
   });
   return g;
 }

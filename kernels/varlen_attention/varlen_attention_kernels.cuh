@@ -545,5 +545,124 @@ __global__ void __launch_bounds__(kThreads) varlen_bwd_kernel(const BwdParams<T>
 }
 
 
+// ---------------------------------------------------------------------------------------------
+// Host side: launch plans shared by the CUDA wrappers (varlen_attention.cu) and the CPU emulation
+// test, so that both run the same grid shapes, segment split and parameters. `launch(kernel, grid,
+// block, smem_bytes, args...)` starts one kernel: <<<>>> on the current stream under nvcc, the
+// emulator on the CPU.
+
+// Pointer-level arguments of one call (validated by the caller). Element strides of dims 0 and 1;
+// the last dim is contiguous.
+struct Raw {
+  const void* q;
+  const void* k;
+  const void* v;
+  int64_t q_s0, q_s1, k_s0, k_s1, v_s0, v_s1;
+  const int32_t* cu_q;
+  const int32_t* cu_k;
+  const int32_t* q_pos;  // kCausalPos only, else null
+  const int32_t* k_pos;
+  int64_t segments, total_q, total_k, max_q, max_k;
+  int hq, hkv;
+  float scale;
+};
+
+constexpr int kPreThreads = 256;   // backward preprocess: one warp per (query row, head)
+constexpr int kPostThreads = 256;  // backward postprocess
+
+// Forward: out [total_q, Hq, D], lse [Hq, total_q].
+template <typename T, int D, Mask M, typename Launch>
+void run_fwd(const Raw& a, T* out, float* lse, Launch&& launch) {
+  const int64_t m_blocks = (a.max_q + kFwdBM - 1) / kFwdBM;
+  if (a.segments == 0 || m_blocks == 0 || a.total_q == 0 || a.hq == 0) return;  // nothing to write
+  FwdParams<T> p{};
+  p.q = static_cast<const T*>(a.q);
+  p.k = static_cast<const T*>(a.k);
+  p.v = static_cast<const T*>(a.v);
+  p.q_s0 = a.q_s0;
+  p.q_s1 = a.q_s1;
+  p.k_s0 = a.k_s0;
+  p.k_s1 = a.k_s1;
+  p.v_s0 = a.v_s0;
+  p.v_s1 = a.v_s1;
+  p.out = out;
+  p.lse = lse;
+  p.cu_q = a.cu_q;
+  p.cu_k = a.cu_k;
+  p.q_pos = a.q_pos;
+  p.k_pos = a.k_pos;
+  p.total_q = a.total_q;
+  p.hq = a.hq;
+  p.group = a.hq / a.hkv;
+  p.scale_log2 = a.scale * kLog2e;
+  for (int64_t s0 = 0; s0 < a.segments; s0 += kMaxGridYZ) {
+    p.seg_base = static_cast<int>(s0);
+    const int64_t segs = a.segments - s0 < kMaxGridYZ ? a.segments - s0 : kMaxGridYZ;
+    const dim3 grid(static_cast<unsigned>(m_blocks), static_cast<unsigned>(a.hq), static_cast<unsigned>(segs));
+    launch(&varlen_fwd_kernel<T, D, M>, grid, dim3(kThreads), FwdSmem<D>::kBytes, p);
+  }
+}
+
+// Backward: dout/out with their own dim-0/1 strides; dsum [Hq, total_q] and dq_accum
+// [total_q, Hq, D] are scratch; dq [total_q, Hq, D], dk/dv [total_k, Hkv, D] contiguous.
+template <typename T, int D, Mask M, typename Launch>
+void run_bwd(const Raw& a, const T* dout, int64_t do_s0, int64_t do_s1, const T* out, int64_t o_s0, int64_t o_s1,
+             const float* lse, float* dsum, float* dq_accum, T* dq, T* dk, T* dv, Launch&& launch) {
+  // 1. dsum and dq_accum = 0 (every (row, head) of q).
+  const int64_t pairs = a.total_q * a.hq;
+  if (pairs > 0) {
+    const int64_t blocks = (pairs + kPreThreads / 32 - 1) / (kPreThreads / 32);
+    launch(&varlen_bwd_pre_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(kPreThreads), size_t(0), dout, do_s0,
+           do_s1, out, o_s0, o_s1, dsum, dq_accum, a.total_q, a.hq, D);
+  }
+  // 2. dK, dV per key tile; dQ accumulated atomically.
+  const int64_t n_blocks = (a.max_k + kBN - 1) / kBN;
+  if (a.segments > 0 && n_blocks > 0 && a.total_k > 0) {
+    BwdParams<T> p{};
+    p.q = static_cast<const T*>(a.q);
+    p.k = static_cast<const T*>(a.k);
+    p.v = static_cast<const T*>(a.v);
+    p.dout = dout;
+    p.q_s0 = a.q_s0;
+    p.q_s1 = a.q_s1;
+    p.k_s0 = a.k_s0;
+    p.k_s1 = a.k_s1;
+    p.v_s0 = a.v_s0;
+    p.v_s1 = a.v_s1;
+    p.do_s0 = do_s0;
+    p.do_s1 = do_s1;
+    p.lse = lse;
+    p.dsum = dsum;
+    p.dq_accum = dq_accum;
+    p.dk = dk;
+    p.dv = dv;
+    p.cu_q = a.cu_q;
+    p.cu_k = a.cu_k;
+    p.q_pos = a.q_pos;
+    p.k_pos = a.k_pos;
+    p.total_q = a.total_q;
+    p.hq = a.hq;
+    p.hkv = a.hkv;
+    p.group = a.hq / a.hkv;
+    p.scale = a.scale;
+    p.scale_log2 = a.scale * kLog2e;
+    for (int64_t s0 = 0; s0 < a.segments; s0 += kMaxGridYZ) {
+      p.seg_base = static_cast<int>(s0);
+      const int64_t segs = a.segments - s0 < kMaxGridYZ ? a.segments - s0 : kMaxGridYZ;
+      const dim3 grid(static_cast<unsigned>(n_blocks), static_cast<unsigned>(a.hkv), static_cast<unsigned>(segs));
+      launch(&varlen_bwd_kernel<T, D, M>, grid, dim3(kThreads), BwdSmem<D>::kBytes, p);
+    }
+  }
+  // 3. dq = scale * dq_accum.
+  const int64_t n = a.total_q * a.hq * D;
+  if (n > 0) {
+    const int64_t blocks0 = (n + kPostThreads - 1) / kPostThreads;
+    const int64_t blocks = blocks0 < (int64_t(1) << 20) ? blocks0 : (int64_t(1) << 20);
+    launch(&varlen_bwd_post_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(kPostThreads), size_t(0),
+           static_cast<const float*>(dq_accum), dq, n, a.scale);
+  }
+}
+
+
 MOR_DEVICE_CODE_END
 }  // namespace mor::kernels::varlen_dev

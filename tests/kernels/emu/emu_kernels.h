@@ -1,6 +1,6 @@
 // Plain (torch-free, CUDA-free) interface to the emulated kernel launches of emu_kernels.cpp: each
-// function does what the host wrapper in the .cu does (grid sizes, params, shared memory, launch
-// split, merge launch), but runs the device code under cuda_emu.h. Buffers are host memory.
+// function runs the launch plan the host wrapper in the .cu runs (grid sizes, params, shared memory,
+// launch split, merge launch), with the device code under cuda_emu.h. Buffers are host memory.
 #pragma once
 
 #include <cstdint>
