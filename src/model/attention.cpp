@@ -34,26 +34,11 @@ class AtenAttention final : public AttentionBackend {
   at::Tensor attend(const AttentionInputs& in) const override { return aten_attend(in); }
 };
 
-kernels::VarlenArgs varlen_args(const VarlenCall& c) {
-  kernels::VarlenArgs a;
-  a.cu_q = c.cu_q;
-  a.cu_k = c.cu_k;
-  if (c.by_position) {
-    a.q_pos = c.q_pos;
-    a.k_pos = c.k_pos;
-  }
-  a.max_q = c.max_q;
-  a.max_k = c.max_k;
-  a.mask = c.by_position ? kernels::Mask::kCausalPos : kernels::Mask::kCausalIndex;
-  a.scale = c.scale;
-  return a;
-}
-
 // What backward needs besides the saved tensors: the ops (shared with the backend, which may be
 // gone by the time backward runs) and the segment metadata.
 struct VarlenState : torch::CustomClassHolder {
   std::shared_ptr<const KernelOps> ops;
-  VarlenCall call;
+  kernels::VarlenArgs call;
 };
 
 // out = varlen attention of the packed (q, k, v); backward through ops.varlen_bwd.
@@ -122,11 +107,11 @@ class KernelAttention final : public AttentionBackend {
     const at::Tensor kp = pack(k_flat, k_rows, k_all);
     const at::Tensor vp = pack(v_flat, k_rows, k_all);
 
-    VarlenCall call;
+    kernels::VarlenArgs call;
     call.max_q = tq;
     call.max_k = tk;
     call.scale = in.scale;
-    call.by_position = !same_set;
+    call.mask = same_set ? kernels::Mask::kCausalIndex : kernels::Mask::kCausalPos;
     at::Tensor counts_q, counts_k;  // rows per segment (int64)
     if (in.q_doc.defined()) {
       MOR_CHECK(in.k_doc.defined(), name(), ": q_doc and k_doc must be defined together");
@@ -154,7 +139,7 @@ class KernelAttention final : public AttentionBackend {
     };
     call.cu_q = cu(counts_q);
     call.cu_k = same_set ? call.cu_q : cu(counts_k);
-    if (call.by_position) {
+    if (call.mask == kernels::Mask::kCausalPos) {
       auto packed_pos = [](const at::Tensor& pos, const at::Tensor& rows, bool all) {
         const at::Tensor flat = pos.reshape(-1);
         return (all ? flat : flat.index_select(0, rows)).to(at::kInt).contiguous();
@@ -205,13 +190,13 @@ KernelOps cuda_kernel_ops() {
   ops.takes_paged = [](const at::Tensor& q, const at::Tensor& k_pool) {
     return kernels::paged_decode_cuda_supports(q, k_pool);
   };
-  ops.varlen_fwd = [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const VarlenCall& c) {
-    kernels::VarlenOut o = kernels::varlen_attention_fwd_cuda(q, k, v, varlen_args(c));
+  ops.varlen_fwd = [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const kernels::VarlenArgs& c) {
+    kernels::VarlenOut o = kernels::varlen_attention_fwd_cuda(q, k, v, c);
     return std::make_pair(o.out, o.lse);
   };
   ops.varlen_bwd = [](const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                      const at::Tensor& out, const at::Tensor& lse, const VarlenCall& c) {
-    kernels::VarlenGrads g = kernels::varlen_attention_bwd_cuda(dout, q, k, v, out, lse, varlen_args(c));
+                      const at::Tensor& out, const at::Tensor& lse, const kernels::VarlenArgs& c) {
+    kernels::VarlenGrads g = kernels::varlen_attention_bwd_cuda(dout, q, k, v, out, lse, c);
     return std::make_tuple(g.dq, g.dk, g.dv);
   };
   ops.paged = [](const PagedAttentionInputs& in) {
@@ -226,13 +211,13 @@ KernelOps reference_kernel_ops() {
   ops.name = "reference";
   ops.takes_varlen = [](const at::Tensor&, const at::Tensor&) { return true; };
   ops.takes_paged = [](const at::Tensor&, const at::Tensor&) { return true; };
-  ops.varlen_fwd = [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const VarlenCall& c) {
-    kernels::VarlenOut o = kernels::varlen_attention_fwd_ref(q, k, v, varlen_args(c));
+  ops.varlen_fwd = [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const kernels::VarlenArgs& c) {
+    kernels::VarlenOut o = kernels::varlen_attention_fwd_ref(q, k, v, c);
     return std::make_pair(o.out, o.lse);
   };
   ops.varlen_bwd = [](const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                      const at::Tensor& out, const at::Tensor& lse, const VarlenCall& c) {
-    kernels::VarlenGrads g = kernels::varlen_attention_bwd_ref(dout, q, k, v, out, lse, varlen_args(c));
+                      const at::Tensor& out, const at::Tensor& lse, const kernels::VarlenArgs& c) {
+    kernels::VarlenGrads g = kernels::varlen_attention_bwd_ref(dout, q, k, v, out, lse, c);
     return std::make_tuple(g.dq, g.dk, g.dv);
   };
   ops.paged = [](const PagedAttentionInputs& in) {  // the oracle needs no bound on kv_len

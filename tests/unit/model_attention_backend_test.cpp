@@ -40,13 +40,14 @@ KernelOps counted_reference_ops(const std::shared_ptr<OpCounts>& counts) {
   KernelOps ops = reference_kernel_ops();
   ops.name = "counted-reference";
   auto fwd = ops.varlen_fwd;
-  ops.varlen_fwd = [counts, fwd](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const VarlenCall& c) {
+  ops.varlen_fwd = [counts, fwd](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const kernels::VarlenArgs& c) {
     ++counts->varlen_fwd;
     return fwd(q, k, v, c);
   };
   auto bwd = ops.varlen_bwd;
   ops.varlen_bwd = [counts, bwd](const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                 const at::Tensor& out, const at::Tensor& lse, const VarlenCall& c) {
+                                 const at::Tensor& out, const at::Tensor& lse, const kernels::VarlenArgs& c) {
     ++counts->varlen_bwd;
     return bwd(dout, q, k, v, out, lse, c);
   };

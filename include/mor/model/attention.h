@@ -16,6 +16,8 @@
 #include <tuple>
 #include <utility>
 
+#include "varlen_attention/varlen_attention.h"
+
 namespace mor::model {
 
 struct AttentionInputs {
@@ -63,14 +65,6 @@ class AttentionBackend {
 // The ATen reference path (kernels/compact_attention): works on every device and dtype.
 std::shared_ptr<AttentionBackend> make_aten_attention();
 
-// Segment metadata of one packed varlen call (see kernels/varlen_attention/varlen_attention.h).
-struct VarlenCall {
-  at::Tensor cu_q, cu_k;    // [S+1] int32
-  at::Tensor q_pos, k_pos;  // [total] int32, position-causal calls only
-  int64_t max_q = 0, max_k = 0;
-  bool by_position = false;  // false: causal by index within the segment
-  double scale = 1.0;
-};
 
 // The operations a kernel backend runs, so the same packing and autograd code drives the CUDA
 // kernels in production and the float64 reference kernels in CPU tests. `takes` says whether the
@@ -82,16 +76,16 @@ struct KernelOps {
   std::string name;
   std::function<bool(const at::Tensor& q, const at::Tensor& k)> takes_varlen;
   std::function<bool(const at::Tensor& q, const at::Tensor& k_pool)> takes_paged;
-  // kernels/varlen_attention: (q, k, v, args) -> out, lse; backward -> dq, dk, dv.
+  // kernels/varlen_attention: (q, k, v, args) -> out, lse; backward -> dq, dk, dv. The backend sets
+  // q_pos/k_pos only for Mask::kCausalPos.
   std::function<std::pair<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                                  const VarlenCall&)> varlen_fwd;
+                                                  const kernels::VarlenArgs&)> varlen_fwd;
   std::function<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
       const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-      const at::Tensor& lse, const VarlenCall&)> varlen_bwd;
+      const at::Tensor& lse, const kernels::VarlenArgs&)> varlen_bwd;
   // kernels/paged_decode: -> out [R, Hq, D].
   std::function<at::Tensor(const PagedAttentionInputs&)> paged;
 };
-
 
 KernelOps cuda_kernel_ops();       // the CUDA kernels (takes nothing on a CPU-only build)
 KernelOps reference_kernel_ops();  // the float64 reference kernels, any device (tests)
